@@ -1,0 +1,61 @@
+"""retrypolicy: an httpx transport that reads messaging platforms' error codes, retries what is
+transient, renews expired tokens once, and stops on what needs a person or can never succeed.
+
+Public API (everything else is private)::
+
+    load_policy(name_or_path) -> Policy          Policy.classify(response) -> Classification | None
+    RetryTransport / AsyncRetryTransport         Token, RetrySettings, set_testing()
+    Category, Classification, Rule               the exception tree (see retrypolicy._errors)
+"""
+
+from __future__ import annotations
+
+from ._core import EXTENSION, is_testing, set_testing
+from ._errors import (
+    ConfigurationError,
+    PolicyError,
+    RequestFailed,
+    RequestRejected,
+    ResendUnsafe,
+    RetriesExhausted,
+    RetryPolicyError,
+    TokenRefreshFailed,
+    UserActionRequired,
+)
+from ._load import BUILTIN_POLICIES, load_policy
+from ._policy import Category, Classification, Policy, RetrySettings, Rule, TokenPlacement
+from ._redact import redact_url
+from ._token import AsyncTokenHook, Token, TokenHook
+from ._transport import AsyncRetryTransport, RetryTransport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILTIN_POLICIES",
+    "EXTENSION",
+    "AsyncRetryTransport",
+    "AsyncTokenHook",
+    "Category",
+    "Classification",
+    "ConfigurationError",
+    "Policy",
+    "PolicyError",
+    "RequestFailed",
+    "RequestRejected",
+    "ResendUnsafe",
+    "RetriesExhausted",
+    "RetryPolicyError",
+    "RetrySettings",
+    "RetryTransport",
+    "Rule",
+    "Token",
+    "TokenHook",
+    "TokenPlacement",
+    "TokenRefreshFailed",
+    "UserActionRequired",
+    "__version__",
+    "is_testing",
+    "load_policy",
+    "redact_url",
+    "set_testing",
+]

@@ -1,0 +1,509 @@
+"""The decision core shared by RetryTransport and AsyncRetryTransport.
+
+Two layers, both free of I/O:
+
+* :func:`decide` is a pure function: (classification, state, limits) -> :class:`Decision`.
+  :class:`RetryState` is immutable; each attempt gives a new one with its history (urllib3 style).
+* :meth:`RetryCore.flow` is a sans-IO generator, like httpx's ``auth_flow``: it yields actions
+  (:class:`Send`, :class:`Read`, :class:`Close`, :class:`Sleep`, :class:`FetchToken`,
+  :class:`RenewToken`) and receives their results. The sync and async transports drive it with a
+  loop of a dozen lines each; they own every socket, sleep and lock.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Callable, Collection, Generator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeAlias
+
+import httpx
+import structlog
+import tenacity
+
+from ._errors import (
+    ConfigurationError,
+    RequestFailed,
+    RequestRejected,
+    ResendUnsafe,
+    RetriesExhausted,
+    TokenRefreshFailed,
+    UserActionRequired,
+)
+from ._policy import Category, Classification, Policy, RetrySettings, TokenPlacement
+from ._redact import redact_url, scrub
+from ._token import AsyncTokenManager, TokenHookError, TokenManager
+
+__all__ = ["EXTENSION", "Decision", "RetryCore", "RetryState", "decide", "parse_retry_after"]
+
+EXTENSION = "retrypolicy"
+"""Key of per-request options in ``request.extensions`` and of the classification in
+``response.extensions``."""
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_REQUEST_OPTIONS = frozenset({"retry", "max_attempts", "deadline", "idempotent"})
+
+_testing_scale: float | None = None
+
+
+def set_testing(testing: bool, *, scale: float = 0.0) -> None:
+    """Testing mode: every backoff wait is multiplied by ``scale`` (zero by default).
+
+    Decisions, attempts and log events stay exactly as in production; only the sleeping goes.
+    """
+    global _testing_scale
+    if not (isinstance(scale, (int, float)) and 0 <= scale <= 1):
+        raise ConfigurationError(f"scale must be a number from 0 to 1, got {scale!r}")
+    _testing_scale = float(scale) if testing else None
+
+
+def is_testing() -> bool:
+    """Whether :func:`set_testing` is on."""
+    return _testing_scale is not None
+
+
+# -- actions the flow yields -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    request: httpx.Request
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    response: httpx.Response
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    response: httpx.Response
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FetchToken:
+    manager: TokenManager | AsyncTokenManager
+
+
+@dataclass(frozen=True, slots=True)
+class RenewToken:
+    manager: TokenManager | AsyncTokenManager
+    stale: str | None
+
+
+Action: TypeAlias = Send | Read | Close | Sleep | FetchToken | RenewToken
+Flow: TypeAlias = Generator[Action, Any, httpx.Response]
+
+
+# -- the pure decision -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One failed attempt: what it was classified as and what was decided."""
+
+    attempt: int
+    code: int | None
+    category: Category
+    action: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryState:
+    """Where one logical request stands. Immutable: :meth:`next` returns a new state."""
+
+    attempt: int = 1
+    renewals: int = 0
+    history: tuple[AttemptRecord, ...] = ()
+
+    def next(self, classification: Classification, decision: Decision) -> RetryState:
+        record = AttemptRecord(
+            self.attempt, classification.code, classification.category, decision.action, decision.delay
+        )
+        return RetryState(
+            attempt=self.attempt + 1,
+            renewals=self.renewals + (decision.action == "renew"),
+            history=(*self.history, record),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Literal["retry", "renew", "give_up"]
+    delay: float = 0.0
+    error: type[RequestFailed] | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The effective limits of one request (table defaults, transport and request overrides)."""
+
+    max_attempts: int
+    initial_delay: float
+    max_delay: float
+    deadline: float
+    max_renewals: int
+
+
+def backoff(limits: Limits, attempt: int, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff after ``attempt`` (1-based), computed by tenacity."""
+    wait = tenacity.wait_random_exponential(multiplier=limits.initial_delay, max=limits.max_delay)
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    if rng is None:
+        return float(wait(state))
+    high = min(limits.max_delay, limits.initial_delay * 2 ** (attempt - 1))
+    return rng.uniform(0, high)
+
+
+def decide(
+    classification: Classification,
+    state: RetryState,
+    limits: Limits,
+    *,
+    elapsed: float,
+    resend_safe: bool,
+    unsafe_reason: str = "",
+    can_renew: bool,
+    retry_after: float | None = None,
+    wait: float | None = None,
+) -> Decision:
+    """What to do after a failed attempt. A pure function of its arguments.
+
+    ``wait`` is the backoff for this attempt (from :func:`backoff`); the delay is the largest of
+    it, the rule's ``min_delay`` and ``retry_after``.
+    """
+    category = classification.category
+    if category is Category.USER_ACTION:
+        return Decision("give_up", error=UserActionRequired, reason="a person must act")
+    if category is Category.FATAL:
+        return Decision("give_up", error=RequestRejected, reason="the request cannot succeed unchanged")
+    if not resend_safe:
+        return Decision("give_up", error=ResendUnsafe, reason=unsafe_reason)
+    if category is Category.TOKEN_REFRESH:
+        if not can_renew:
+            return Decision("give_up", error=TokenRefreshFailed, reason="no token hook is configured")
+        if state.renewals >= limits.max_renewals:
+            return Decision(
+                "give_up",
+                error=TokenRefreshFailed,
+                reason=f"the platform rejected the token after {state.renewals} renewal(s)",
+            )
+        return Decision("renew")
+    if state.attempt >= limits.max_attempts:
+        return Decision("give_up", error=RetriesExhausted, reason=f"no attempts left ({limits.max_attempts} allowed)")
+    delay = max(wait if wait is not None else 0.0, classification.min_delay, retry_after or 0.0)
+    if elapsed + delay > limits.deadline:
+        return Decision(
+            "give_up",
+            error=RetriesExhausted,
+            reason=f"a {delay:.3g} s wait would pass the {limits.deadline:g} s deadline",
+        )
+    return Decision("retry", delay=delay)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or HTTP date); None if absent, bad or past."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, 86400.0)
+
+
+# -- request helpers -------------------------------------------------------------------------
+
+
+def token_in(request: httpx.Request, placement: TokenPlacement) -> str | None:
+    if placement.location == "query":
+        return request.url.params.get(placement.name) or None
+    value = request.headers.get(placement.name)
+    if not value:
+        return None
+    if placement.scheme and value[: len(placement.scheme) + 1].lower() == placement.scheme.lower() + " ":
+        value = value[len(placement.scheme) + 1 :]
+    return value.strip() or None
+
+
+def with_token(request: httpx.Request, placement: TokenPlacement, token: str) -> httpx.Request:
+    url, headers = request.url, request.headers
+    if placement.location == "query":
+        url = url.copy_set_param(placement.name, token)
+    else:
+        headers = headers.copy()
+        headers[placement.name] = placement.header_value(token)
+    return httpx.Request(request.method, url, headers=headers, stream=request.stream, extensions=request.extensions)
+
+
+def replayable(request: httpx.Request) -> bool:
+    """Can the body be sent again? Bytes and multipart (files are rewound) can; generators can't."""
+    from httpx._multipart import MultipartStream  # noqa: PLC0415 - private class, import kept local
+
+    return isinstance(request.stream, (httpx.ByteStream, MultipartStream)) or hasattr(request, "_content")
+
+
+def readable(response: httpx.Response, max_bytes: int) -> bool:
+    """Should the body be read for an error code? Only small JSON or text bodies with a length."""
+    length = response.headers.get("content-length")
+    if length is None or not length.isdigit() or int(length) > max_bytes:
+        return False
+    ctype = response.headers.get("content-type", "").lower()
+    return not ctype or "json" in ctype or ctype.startswith("text/")
+
+
+# -- the flow --------------------------------------------------------------------------------
+
+Logger: TypeAlias = Any  # a structlog BoundLogger
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    limits: Limits
+    idempotent: bool | None
+
+
+class RetryCore:
+    """Everything both transports share: policies, token managers, options and the flow."""
+
+    def __init__(
+        self,
+        policies: Mapping[str, Policy] | Policy,
+        managers: Mapping[str, TokenManager | AsyncTokenManager],
+        *,
+        retry: RetrySettings | None,
+        max_renewals: int,
+        raise_on: Collection[Category],
+        logger: Logger | None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policies = policies
+        self.managers = dict(managers)
+        self.retry = retry
+        self.max_renewals = max_renewals
+        self.raise_on = frozenset(raise_on)
+        self.log = logger if logger is not None else structlog.get_logger("retrypolicy")
+        self.clock = clock
+        self.wall_clock = wall_clock
+
+    def policy_for(self, request: httpx.Request) -> Policy | None:
+        if isinstance(self.policies, Policy):
+            return self.policies
+        return self.policies.get(request.url.host) or self.policies.get("*")
+
+    def options(self, policy: Policy, request: httpx.Request) -> _Options:
+        base = self.retry or policy.retry
+        raw = request.extensions.get(EXTENSION)
+        opts: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ConfigurationError(f"request.extensions[{EXTENSION!r}] must be a dict, got {type(raw).__name__}")
+        unknown = set(opts) - _REQUEST_OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option {sorted(unknown)[0]!r} in request.extensions[{EXTENSION!r}]; "
+                f"known: {', '.join(sorted(_REQUEST_OPTIONS))}"
+            )
+        attempts = opts.get("max_attempts", base.max_attempts)
+        if opts.get("retry", True) is False:
+            attempts = 1
+        deadline = opts.get("deadline", base.deadline)
+        idempotent = opts.get("idempotent")
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 100:
+            raise ConfigurationError(f"max_attempts must be an integer from 1 to 100, got {attempts!r}")
+        if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 <= deadline < math.inf:
+            raise ConfigurationError(f"deadline must be a finite number of seconds >= 0, got {deadline!r}")
+        if idempotent is not None and not isinstance(idempotent, bool):
+            raise ConfigurationError(f"idempotent must be True or False, got {idempotent!r}")
+        limits = Limits(attempts, base.initial_delay, base.max_delay, float(deadline), self.max_renewals)
+        return _Options(limits, idempotent)
+
+    def secrets(self, *extra: str | None) -> list[str]:
+        values = [m.current() for m in self.managers.values()]
+        return [v for v in (*values, *extra) if v]
+
+    def flow(self, request: httpx.Request) -> Flow:
+        """The life of one logical request, as a sans-IO generator of actions."""
+        policy = self.policy_for(request)
+        if policy is None:
+            passed: httpx.Response = yield Send(request)
+            return passed
+        opts = self.options(policy, request)
+        manager = self.managers.get(policy.platform)
+        placement = policy.token
+        token = token_in(request, placement)
+        if manager is not None and token is None:
+            try:
+                token = yield FetchToken(manager)
+            except TokenHookError as exc:
+                c = _token_classification(policy, str(exc))
+                self._emit("gave_up", c, request, 0, 0.0, reason=str(exc))
+                raise TokenRefreshFailed(
+                    self._message(c, str(exc), 0, request), classification=c, attempts=0, url=redact_url(request.url)
+                ) from None
+            request = with_token(request, placement, token)
+        idempotent = opts.idempotent if opts.idempotent is not None else request.method in IDEMPOTENT_METHODS
+        can_replay = replayable(request)
+        state = RetryState()
+        started = self.clock()
+        while True:
+            response: httpx.Response | None = None
+            sent = True
+            try:
+                response = yield Send(request)
+                if not hasattr(response, "_content") and readable(response, policy.retry.max_body_bytes):
+                    yield Read(response)
+            except httpx.TransportError as exc:
+                if response is not None:
+                    yield Close(response)
+                    response = None
+                sent = not isinstance(exc, _NEVER_SENT)
+                c = _transport_classification(policy, exc, sent)
+                error: BaseException | None = exc
+            else:
+                c = policy.classify(response)  # type: ignore[assignment]
+                if c is None:
+                    return response
+                error = None
+            c = replace(c, message=scrub(c.message, self.secrets(token)))
+            elapsed = self.clock() - started
+            if c.ambiguous and not idempotent:
+                resend_safe, why = False, f"{request.method} may have been carried out; resending could duplicate it"
+            elif sent and not can_replay:
+                resend_safe, why = False, "the request body is a stream that cannot be sent again"
+            else:
+                resend_safe, why = True, ""
+            retry_after = None
+            if response is not None:
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
+            wait = backoff(opts.limits, state.attempt) if c.category is Category.RETRYABLE else None
+            decision = decide(
+                c,
+                state,
+                opts.limits,
+                elapsed=elapsed,
+                resend_safe=resend_safe,
+                unsafe_reason=why,
+                can_renew=manager is not None,
+                retry_after=retry_after,
+                wait=wait,
+            )
+            if decision.action == "give_up":
+                self._emit("gave_up", c, request, state.attempt, elapsed, reason=decision.reason)
+                assert decision.error is not None
+                if response is not None and c.category not in self.raise_on:
+                    response.extensions = {**response.extensions, EXTENSION: c}
+                    return response
+                if response is not None:
+                    yield Close(response)
+                message = self._message(c, decision.reason, state.attempt, request)
+                raise decision.error(
+                    message, classification=c, attempts=state.attempt, response=response, url=redact_url(request.url)
+                ) from error
+            if response is not None:
+                yield Close(response)
+            if decision.action == "renew":
+                assert manager is not None
+                try:
+                    fresh = yield RenewToken(manager, token)
+                except TokenHookError as exc:
+                    reason = str(exc)
+                    self._emit("gave_up", c, request, state.attempt, elapsed, reason=reason)
+                    raise TokenRefreshFailed(
+                        self._message(c, reason, state.attempt, request),
+                        classification=c,
+                        attempts=state.attempt,
+                        response=response,
+                        url=redact_url(request.url),
+                    ) from None
+                self._emit("token_renewed", c, request, state.attempt, elapsed, renewed=manager.hook_calls)
+                token = fresh
+                request = with_token(request, placement, fresh)
+            else:
+                self._emit("retry_scheduled", c, request, state.attempt, elapsed, delay=round(decision.delay, 3))
+                yield Sleep(_scaled(decision.delay))
+            state = state.next(c, decision)
+
+    def _emit(
+        self, event: str, c: Classification, request: httpx.Request, attempt: int, elapsed: float, **extra: Any
+    ) -> None:
+        fields: dict[str, Any] = {
+            "platform": c.platform,
+            "code": c.code,
+            "category": c.category.value,
+            "message": c.message,
+            "description": c.description,
+            "attempt": attempt,
+            "method": request.method,
+            "url": redact_url(request.url),
+            "request_id": c.request_id,
+            "status_code": c.status_code,
+            "elapsed": round(elapsed, 3),
+        }
+        if c.subcode is not None:
+            fields["subcode"] = c.subcode
+        if c.remediation and event == "gave_up":
+            fields["remediation"] = c.remediation
+        fields.update(extra)
+        level = "error" if event == "gave_up" else "warning"
+        getattr(self.log, level)(f"retrypolicy.{event}", **fields)
+
+    @staticmethod
+    def _message(c: Classification, reason: str, attempts: int, request: httpx.Request) -> str:
+        code = "no code" if c.code is None else f"code {c.code}" + (f"/{c.subcode}" if c.subcode is not None else "")
+        text = f"{c.platform} {code} [{c.category.value}]: {c.description}"
+        if c.message:
+            text += f" | vendor message: {c.message}"
+        if c.remediation:
+            text += f" | what to do: {c.remediation}"
+        text += f" | gave up: {reason}; {attempts} attempt(s); {request.method} {redact_url(request.url)}"
+        return text
+
+
+def _scaled(delay: float) -> float:
+    return delay if _testing_scale is None else delay * _testing_scale
+
+
+def _transport_classification(policy: Policy, exc: httpx.TransportError, sent: bool) -> Classification:
+    name = type(exc).__name__
+    return Classification(
+        platform=policy.platform,
+        code=None,
+        category=Category.RETRYABLE,
+        message=scrub(str(exc))[:200] or name,
+        description=f"{name}: " + ("the request may have reached the server" if sent else "the request was never sent"),
+        ambiguous=sent,
+        source="transport",
+    )
+
+
+def _token_classification(policy: Policy, reason: str) -> Classification:
+    return Classification(
+        platform=policy.platform,
+        code=None,
+        category=Category.TOKEN_REFRESH,
+        message=reason,
+        description="Could not obtain a token before sending",
+        source="transport",
+    )

@@ -1,0 +1,121 @@
+"""The exception tree of retrypolicy, documented in one place.
+
+::
+
+    RetryPolicyError                      base of everything the library raises
+    ├── PolicyError (also ValueError)     a policy table or file is invalid
+    ├── ConfigurationError (also ValueError)  bad arguments to a transport or hook
+    └── RequestFailed                     a request ended without success
+        ├── UserActionRequired            a person must act (follow, reply, verify, pay, ...)
+        ├── RequestRejected               the request is wrong; it can never succeed unchanged
+        ├── RetriesExhausted              still failing after the last allowed attempt or the deadline
+        ├── ResendUnsafe                  retryable, but resending could duplicate it (ambiguous
+        │                                 failure of a non-idempotent request, or a one-shot body)
+        └── TokenRefreshFailed            the token hook failed, or a fresh token was refused too
+
+Every :class:`RequestFailed` carries ``.classification`` (what the platform said, classified
+by the policy table), ``.attempts`` (how many times the request was sent) and ``.response``
+(the last response, closed, or ``None`` when no response arrived). Messages and reprs never
+contain a credential: the URL is redacted and vendor text is scrubbed of known secrets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ._policy import Classification
+
+__all__ = [
+    "ConfigurationError",
+    "PolicyError",
+    "RequestFailed",
+    "RequestRejected",
+    "ResendUnsafe",
+    "RetriesExhausted",
+    "RetryPolicyError",
+    "TokenRefreshFailed",
+    "UserActionRequired",
+]
+
+
+class RetryPolicyError(Exception):
+    """Base class of every exception retrypolicy raises."""
+
+
+class PolicyError(RetryPolicyError, ValueError):
+    """A policy table is invalid. The message names the file, the rule and the field."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        source: str = "<policy>",
+        rule: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source = source
+        self.rule = rule
+        self.field = field
+        self.problem = problem
+        where = source
+        if rule is not None:
+            where += f": {rule}"
+        if field is not None:
+            where += f": field {field!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigurationError(RetryPolicyError, ValueError):
+    """An argument given to retrypolicy is invalid (a bad option, a wrong type)."""
+
+
+class RequestFailed(RetryPolicyError):
+    """A request did not succeed. Subclasses say why; all carry the classification."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        classification: Classification,
+        attempts: int,
+        response: httpx.Response | None = None,
+        url: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.classification = classification
+        self.attempts = attempts
+        self.response = response
+        self.url = url  # redacted
+
+    def __repr__(self) -> str:
+        c = self.classification
+        return (
+            f"{type(self).__name__}(platform={c.platform!r}, code={c.code!r}, "
+            f"category={c.category.value!r}, attempts={self.attempts})"
+        )
+
+
+class UserActionRequired(RequestFailed):
+    """The platform needs a person to act; ``classification.remediation`` says who and what."""
+
+
+class RequestRejected(RequestFailed):
+    """The platform rejected the request itself (category ``fatal``); resending cannot help."""
+
+
+class RetriesExhausted(RequestFailed):
+    """A retryable failure persisted through every allowed attempt, or the deadline passed."""
+
+
+class ResendUnsafe(RequestFailed):
+    """A retryable failure that was not resent because the request may already have been
+    carried out (a POST after a read timeout or a 502) or its body cannot be sent twice.
+    Mark the request idempotent (``extensions={"retrypolicy": {"idempotent": True}}``) to allow it.
+    """
+
+
+class TokenRefreshFailed(RequestFailed):
+    """The token hook raised, timed out or returned nothing, or a fresh token was refused."""

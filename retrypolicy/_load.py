@@ -1,0 +1,406 @@
+"""Loading and validating policy tables (TOML files; format in policies/SCHEMA.md)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._errors import PolicyError
+from ._policy import Category, Extraction, Policy, RetrySettings, Rule, TokenPlacement
+from ._policy import Path as FieldPath
+
+__all__ = ["BUILTIN_POLICIES", "load_policy", "policy_from_mapping"]
+
+BUILTIN_POLICIES = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud")
+
+_TOP_KEYS = {
+    "schema", "platform", "title", "docs", "extends", "unknown_category", "success_codes",
+    "ambiguous_http", "extract", "token", "retry", "http", "rules",
+}  # fmt: skip
+_EXTRACT_KEYS = {
+    "code", "message", "details", "subcode", "request_id", "transient", "request_id_pattern", "failure",
+}  # fmt: skip
+_RULE_KEYS = {
+    "code", "range", "subcode", "category", "description", "remediation", "note", "min_delay", "ambiguous",
+}  # fmt: skip
+_HTTP_KEY = re.compile(r"[1-5](?:\d\d|xx)")
+_CATEGORIES = ", ".join(c.value for c in Category)
+
+
+def _policies_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    shipped = here / "policies"  # inside the wheel
+    return shipped if shipped.is_dir() else here.parent / "policies"  # source checkout
+
+
+def load_policy(name_or_path: str | os.PathLike[str] | Policy) -> Policy:
+    """Load a policy: a built-in name (``"wechat"``...), a path to a TOML file, or a Policy.
+
+    A user file may say ``extends = "wechat"`` and list only what it changes; its rules
+    replace the built-in rules with the same code (and subcode) or the same range.
+    Raises :class:`PolicyError` (a ``ValueError``) naming the file, rule and field at fault.
+    """
+    if isinstance(name_or_path, Policy):
+        return name_or_path
+    if isinstance(name_or_path, str) and name_or_path in BUILTIN_POLICIES:
+        return _load_builtin(name_or_path)
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise PolicyError(
+            f"expected a built-in name ({', '.join(BUILTIN_POLICIES)}), a path or a Policy, "
+            f"got {type(name_or_path).__name__}"
+        )
+    path = Path(name_or_path)
+    if not path.suffix and os.sep not in str(name_or_path) and not path.exists():
+        raise PolicyError(
+            f"unknown platform {str(name_or_path)!r}; built-in: {', '.join(BUILTIN_POLICIES)}",
+            source=str(name_or_path),
+        )
+    return _load_file(path)
+
+
+@functools.cache
+def _load_builtin(name: str) -> Policy:
+    return _load_file(_policies_dir() / f"{name}.toml")
+
+
+def _load_file(path: Path) -> Policy:
+    source = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError("file not found", source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read: {exc}", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"malformed TOML: {exc}", source=source) from None
+    return policy_from_mapping(data, source=source)
+
+
+def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
+    """Build a policy from parsed TOML (a mapping); validates everything."""
+    v = _Validator(source)
+    v.keys(data, _TOP_KEYS, None)
+    base: Policy | None = None
+    extends = data.get("extends")
+    if extends is not None:
+        if extends not in BUILTIN_POLICIES:
+            raise v.error(
+                f"must name a built-in table ({', '.join(BUILTIN_POLICIES)}), got {extends!r}",
+                field="extends",
+            )
+        base = _load_builtin(extends)
+    schema = data.get("schema", 1)
+    if schema != 1:
+        raise v.error(f"unsupported schema {schema!r}; this version reads schema 1", field="schema")
+
+    platform = v.string(data, "platform", base.platform if base else None)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", platform):
+        raise v.error(f"must be 1-64 letters, digits, '_', '.' or '-', got {platform!r}", field="platform")
+    title = v.string(data, "title", base.title if base else platform)
+    docs = v.string(data, "docs", base.docs if base else "")
+    unknown = v.category(
+        data.get("unknown_category", base.unknown_category if base else "fatal"), None, "unknown_category"
+    )
+    success = v.int_set(data, "success_codes", base.success_codes if base else frozenset({0}))
+    ambiguous_http = v.int_set(data, "ambiguous_http", base.ambiguous_http if base else frozenset({500, 502, 504}))
+
+    extract = v.extraction(data.get("extract"), base.extract if base else None)
+    token = v.token(data.get("token"), base.token if base else TokenPlacement())
+    retry = v.retry(data.get("retry"), base.retry if base else RetrySettings())
+    http = dict(base.http) if base else {}
+    http.update(v.http(data.get("http")))
+
+    rules = v.rules(data.get("rules", []))
+    if base is not None:
+        rules = _merge(base.rules, rules)
+    return Policy(
+        platform=platform,
+        title=title,
+        rules=tuple(rules),
+        extract=extract,
+        token=token,
+        retry=retry,
+        http=http,
+        success_codes=success,
+        unknown_category=unknown,
+        ambiguous_http=ambiguous_http,
+        docs=docs,
+        source=source,
+    )
+
+
+def _merge(base: tuple[Rule, ...], override: list[Rule]) -> list[Rule]:
+    exact = {(r.code, r.subcode) for r in override if r.code is not None}
+    ranges = [r.range for r in override if r.range is not None]
+
+    def replaced(rule: Rule) -> bool:
+        if rule.code is not None:
+            return (rule.code, rule.subcode) in exact
+        assert rule.range is not None
+        lo, hi = rule.range
+        return any(lo <= o_hi and o_lo <= hi for o_lo, o_hi in ranges)
+
+    return [r for r in base if not replaced(r)] + override
+
+
+class _Validator:
+    """Checks one file's parsed data; every error names the file, the rule and the field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, problem: str, *, rule: str | None = None, field: str | None = None) -> PolicyError:
+        return PolicyError(problem, source=self.source, rule=rule, field=field)
+
+    def keys(self, table: Mapping[str, Any], allowed: set[str], section: str | None, rule: str | None = None) -> None:
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            where = f"{section}.{unknown[0]}" if section else unknown[0]
+            raise self.error(f"unknown key; allowed: {', '.join(sorted(allowed))}", rule=rule, field=where)
+
+    def table(self, value: object, section: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.error(f"must be a table, got {type(value).__name__}", field=section)
+        return value
+
+    def string(self, data: Mapping[str, Any], key: str, default: str | None) -> str:
+        value = data.get(key, default)
+        if value is None:
+            raise self.error("missing", field=key)
+        if not isinstance(value, str):
+            raise self.error(f"must be a string, got {type(value).__name__}", field=key)
+        return value
+
+    def category(self, value: object, rule: str | None, field: str) -> Category:
+        try:
+            return Category(value)  # type: ignore[arg-type]  # ValueError on anything else
+        except ValueError:
+            raise self.error(
+                f"unknown category {value!r}; expected one of {_CATEGORIES}", rule=rule, field=field
+            ) from None
+
+    def int_set(self, data: Mapping[str, Any], key: str, default: frozenset[int]) -> frozenset[int]:
+        if key not in data:
+            return default
+        value = data[key]
+        if not isinstance(value, list) or not all(_is_int(x) for x in value):
+            raise self.error("must be a list of integers", field=key)
+        return frozenset(value)
+
+    def paths(self, section: Mapping[str, Any], key: str, default: tuple[FieldPath, ...]) -> tuple[FieldPath, ...]:
+        if key not in section:
+            return default
+        value = section[key]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+            raise self.error("must be a list of dotted paths (strings)", field=f"extract.{key}")
+        return tuple(_parse_path(p) for p in value)
+
+    def extraction(self, value: object, base: Extraction | None) -> Extraction:
+        section = self.table(value, "extract")
+        self.keys(section, _EXTRACT_KEYS, "extract")
+        b = base or Extraction()
+        pattern = b.request_id_pattern
+        if "request_id_pattern" in section:
+            raw = section["request_id_pattern"]
+            try:
+                pattern = re.compile(raw) if raw else None
+                if pattern is not None and pattern.groups < 1:
+                    raise re.error("needs one capturing group")
+            except (re.error, TypeError) as exc:
+                raise self.error(f"invalid regular expression: {exc}", field="extract.request_id_pattern") from None
+        failure = b.failure
+        if "failure" in section:
+            raw_failure = section["failure"]
+            if not (
+                isinstance(raw_failure, Mapping)
+                and set(raw_failure) == {"path", "value"}
+                and isinstance(raw_failure["path"], str)
+                and raw_failure["path"]
+                and isinstance(raw_failure["value"], str)
+            ):
+                raise self.error('must be { path = "...", value = "..." }', field="extract.failure")
+            failure = (_parse_path(raw_failure["path"]), raw_failure["value"])
+        extraction = Extraction(
+            code=self.paths(section, "code", b.code),
+            message=self.paths(section, "message", b.message),
+            details=self.paths(section, "details", b.details),
+            subcode=self.paths(section, "subcode", b.subcode),
+            request_id=self.paths(section, "request_id", b.request_id),
+            transient=self.paths(section, "transient", b.transient),
+            request_id_pattern=pattern,
+            failure=failure,
+        )
+        if not extraction.code:
+            raise self.error("at least one path is required", field="extract.code")
+        return extraction
+
+    def token(self, value: object, base: TokenPlacement) -> TokenPlacement:
+        section = self.table(value, "token")
+        self.keys(section, {"location", "name", "scheme"}, "token")
+        location = section.get("location", base.location)
+        if location not in ("query", "header"):
+            raise self.error(f"must be 'query' or 'header', got {location!r}", field="token.location")
+        name = section.get("name", base.name)
+        scheme = section.get("scheme", base.scheme)
+        if not isinstance(name, str) or not name or not isinstance(scheme, str):
+            raise self.error("name must be a non-empty string and scheme a string", field="token.name")
+        return TokenPlacement(location=location, name=name, scheme=scheme)
+
+    def retry(self, value: object, base: RetrySettings) -> RetrySettings:
+        section = self.table(value, "retry")
+        allowed = {"max_attempts", "initial_delay", "max_delay", "deadline", "max_body_bytes"}
+        self.keys(section, allowed, "retry")
+        out: dict[str, Any] = {}
+        for key in allowed:
+            if key not in section:
+                continue
+            raw = section[key]
+            integral = key in ("max_attempts", "max_body_bytes")
+            ok = _is_int(raw) if integral else _is_number(raw)
+            if not ok or raw < (1 if integral else 0):
+                kind = "a positive integer" if integral else "a number >= 0"
+                raise self.error(f"must be {kind}, got {raw!r}", field=f"retry.{key}")
+            out[key] = raw if integral else float(raw)
+        try:
+            return check_retry_settings(RetrySettings(**{**_fields(base), **out}))
+        except ValueError as exc:
+            raise self.error(str(exc), field="retry") from None
+
+    def http(self, value: object) -> dict[str, Category]:
+        section = self.table(value, "http")
+        out = {}
+        for key, raw in section.items():
+            if not _HTTP_KEY.fullmatch(key):
+                raise self.error("keys are HTTP statuses ('429') or classes ('5xx')", field=f"http.{key}")
+            out[key] = self.category(raw, None, f"http.{key}")
+        return out
+
+    def rules(self, value: object) -> list[Rule]:
+        if not isinstance(value, list):
+            raise self.error("must be an array of tables ([[rules]])", field="rules")
+        rules: list[Rule] = []
+        seen: dict[tuple[int, int | None], str] = {}
+        for index, raw in enumerate(value):
+            rule = self.rule(index, raw)
+            name = _rule_name(index, raw)
+            if rule.code is not None:
+                key = (rule.code, rule.subcode)
+                if key in seen:
+                    raise self.error(
+                        f"duplicate code {rule.label}, first defined at {seen[key]}", rule=name, field="code"
+                    )
+                seen[key] = name
+            rules.append(rule)
+        spans = sorted(((r.range, i) for i, r in enumerate(rules) if r.range is not None))
+        for (a, ia), (b, ib) in itertools.pairwise(spans):
+            if b[0] <= a[1]:
+                raise self.error(
+                    f"range {b[0]}-{b[1]} overlaps range {a[0]}-{a[1]} of {_rule_name(ia, value[ia])}",
+                    rule=_rule_name(ib, value[ib]),
+                    field="range",
+                )
+        return rules
+
+    def rule(self, index: int, raw: object) -> Rule:
+        name = _rule_name(index, raw)
+        if not isinstance(raw, Mapping):
+            raise self.error("must be a table", rule=name)
+        self.keys(raw, _RULE_KEYS, None, rule=name)
+        has_code, has_range = "code" in raw, "range" in raw
+        if has_code == has_range:
+            raise self.error("give exactly one of 'code' or 'range'", rule=name, field="code")
+        code = raw.get("code")
+        if has_code and not _is_int(code):
+            raise self.error(f"must be an integer, got {code!r}", rule=name, field="code")
+        span: tuple[int, int] | None = None
+        if has_range:
+            r = raw["range"]
+            if not (isinstance(r, list) and len(r) == 2 and all(_is_int(x) for x in r) and r[0] <= r[1]):
+                raise self.error("must be [low, high] integers with low <= high", rule=name, field="range")
+            span = (r[0], r[1])
+        subcode = raw.get("subcode")
+        if subcode is not None and (not _is_int(subcode) or has_range):
+            raise self.error("must be an integer, on a rule with a single code", rule=name, field="subcode")
+        category = self.category(raw.get("category"), name, "category")
+        description = raw.get("description")
+        if not isinstance(description, str) or not description.strip():
+            raise self.error("missing or empty", rule=name, field="description")
+        if "\n" in description.strip():
+            raise self.error("must be one line", rule=name, field="description")
+        remediation = raw.get("remediation")
+        if remediation is not None and (not isinstance(remediation, str) or not remediation.strip()):
+            raise self.error("must be a non-empty string", rule=name, field="remediation")
+        if category is Category.USER_ACTION and remediation is None:
+            raise self.error("user-action rules must say what the person must do", rule=name, field="remediation")
+        note = raw.get("note")
+        if note is not None and not isinstance(note, str):
+            raise self.error("must be a string", rule=name, field="note")
+        min_delay = raw.get("min_delay", 0)
+        if not _is_number(min_delay) or not 0 <= min_delay <= 86400:
+            raise self.error("must be a number of seconds between 0 and 86400", rule=name, field="min_delay")
+        ambiguous = raw.get("ambiguous", False)
+        if not isinstance(ambiguous, bool):
+            raise self.error("must be true or false", rule=name, field="ambiguous")
+        return Rule(
+            category=category,
+            description=description.strip(),
+            code=code,
+            range=span,
+            subcode=subcode,
+            remediation=remediation.strip() if remediation else None,
+            note=note.strip() if note else None,
+            min_delay=float(min_delay),
+            ambiguous=ambiguous,
+        )
+
+
+def check_retry_settings(settings: RetrySettings) -> RetrySettings:
+    """Raise ValueError naming the field when settings are out of range; return them otherwise."""
+    if not isinstance(settings.max_attempts, int) or not 1 <= settings.max_attempts <= 100:
+        raise ValueError(f"max_attempts must be an integer from 1 to 100, got {settings.max_attempts!r}")
+    for name in ("initial_delay", "max_delay", "deadline"):
+        value = getattr(settings, name)
+        if not _is_number(value) or not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not isinstance(settings.max_body_bytes, int) or settings.max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be a positive integer, got {settings.max_body_bytes!r}")
+    return settings
+
+
+def _fields(settings: RetrySettings) -> dict[str, Any]:
+    return {
+        k: getattr(settings, k) for k in ("max_attempts", "initial_delay", "max_delay", "deadline", "max_body_bytes")
+    }
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _parse_path(text: str) -> FieldPath:
+    return tuple(int(p) if re.fullmatch(r"-?\d+", p) else p for p in text.split("."))
+
+
+def _rule_name(index: int, raw: object) -> str:
+    if isinstance(raw, Mapping):
+        if "code" in raw:
+            sub = f"/{raw['subcode']}" if "subcode" in raw else ""
+            return f"rules[{index}] (code {raw['code']!r}{sub})"
+        if "range" in raw:
+            return f"rules[{index}] (range {raw['range']!r})"
+    return f"rules[{index}]"

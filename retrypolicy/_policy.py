@@ -1,0 +1,399 @@
+"""Policy tables: the data model, and classification of a response.
+
+A :class:`Policy` is immutable and its :meth:`Policy.classify` is a pure function of the
+response: no I/O, no logging, no clock. Loading and validating TOML lives in ``_load.py``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Literal
+
+import httpx
+
+__all__ = ["Category", "Classification", "Extraction", "Policy", "RetrySettings", "Rule", "TokenPlacement"]
+
+_MAX_TEXT = 500  # longest vendor message kept in a classification
+
+
+class Category(StrEnum):
+    """What to do about a failure."""
+
+    RETRYABLE = "retryable"
+    """Transient: resend after a backoff."""
+    TOKEN_REFRESH = "token-refresh"
+    """The credential is expired or invalid: renew it once and resend."""
+    USER_ACTION = "user-action"
+    """A person must act (follow, reply, verify, pay, unfreeze...): never resent."""
+    FATAL = "fatal"
+    """The request itself is wrong: never resent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of a policy table: a code (or inclusive range) and what it means."""
+
+    category: Category
+    description: str
+    code: int | None = None
+    range: tuple[int, int] | None = None
+    subcode: int | None = None
+    remediation: str | None = None
+    note: str | None = None
+    min_delay: float = 0.0
+    ambiguous: bool = False
+
+    @property
+    def label(self) -> str:
+        """The code, range or code/subcode as text: ``40001``, ``120001-130000``, ``190/463``."""
+        if self.range is not None:
+            return f"{self.range[0]}-{self.range[1]}"
+        return f"{self.code}" if self.subcode is None else f"{self.code}/{self.subcode}"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What a failed response means, according to a platform's table.
+
+    ``source`` tells where the verdict came from: ``"body"`` (an error code in the body),
+    ``"http"`` (no code; the HTTP status decided) or ``"transport"`` (no response at all).
+    """
+
+    platform: str
+    code: int | None
+    category: Category
+    message: str
+    description: str
+    remediation: str | None = None
+    subcode: int | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    details: str | None = None
+    note: str | None = None
+    min_delay: float = 0.0
+    ambiguous: bool = False
+    known: bool = True
+    source: Literal["body", "http", "transport"] = "body"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (category as its string value)."""
+        return {
+            "platform": self.platform,
+            "code": self.code,
+            "subcode": self.subcode,
+            "category": self.category.value,
+            "message": self.message,
+            "description": self.description,
+            "remediation": self.remediation,
+            "status_code": self.status_code,
+            "request_id": self.request_id,
+            "details": self.details,
+            "note": self.note,
+            "min_delay": self.min_delay,
+            "ambiguous": self.ambiguous,
+            "known": self.known,
+            "source": self.source,
+        }
+
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """Where a platform puts its error fields in a JSON body (dotted paths, first present wins)."""
+
+    code: tuple[Path, ...] = ()
+    message: tuple[Path, ...] = ()
+    details: tuple[Path, ...] = ()
+    subcode: tuple[Path, ...] = ()
+    request_id: tuple[Path, ...] = ()
+    transient: tuple[Path, ...] = ()
+    request_id_pattern: re.Pattern[str] | None = None
+    failure: tuple[Path, str] | None = None
+
+    def markers(self) -> tuple[bytes, ...]:
+        """Byte strings of which at least one must occur in a body that carries an error."""
+        roots = {p[0] for p in self.code if p and isinstance(p[0], str)}
+        if self.failure is not None and isinstance(self.failure[0][0], str):
+            roots.add(self.failure[0][0])
+        return tuple(sorted(f'"{r}"'.encode() for r in roots))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPlacement:
+    """Where the credential goes in a request: a query parameter or a header."""
+
+    location: Literal["query", "header"] = "query"
+    name: str = "access_token"
+    scheme: str = ""
+
+    def header_value(self, token: str) -> str:
+        return f"{self.scheme} {token}" if self.scheme else token
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Backoff and limits for retryable failures."""
+
+    max_attempts: int = 4
+    initial_delay: float = 0.5
+    max_delay: float = 20.0
+    deadline: float = 60.0
+    max_body_bytes: int = 65536
+
+
+_CODE_TEXT = re.compile(r"\s*-?\d{1,18}\s*")
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
+        return int(value)
+    if isinstance(value, str) and _CODE_TEXT.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _get(obj: object, path: Path) -> object:
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(obj, list) or not -len(obj) <= key < len(obj):
+                return None
+            obj = obj[key]
+        elif isinstance(obj, dict):
+            obj = obj.get(key)
+        else:
+            return None
+    return obj
+
+
+def _first(obj: object, paths: Sequence[Path]) -> object:
+    for path in paths:
+        value = _get(obj, path)
+        if value is not None:
+            return value
+    return None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        try:
+            value = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):  # pragma: no cover - JSON values always dump
+            value = repr(value)
+    return value[:_MAX_TEXT]
+
+
+def _http_key(status: int) -> tuple[str, str]:
+    return str(status), f"{status // 100}xx"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One platform's table: how to find an error in a body and what each code means.
+
+    Immutable. Build one with :func:`retrypolicy.load_policy`; derive variants with
+    :meth:`with_retry`.
+    """
+
+    platform: str
+    title: str
+    rules: tuple[Rule, ...]
+    extract: Extraction
+    token: TokenPlacement = TokenPlacement()
+    retry: RetrySettings = RetrySettings()
+    http: Mapping[str, Category] = field(default_factory=dict)
+    success_codes: frozenset[int] = frozenset({0})
+    unknown_category: Category = Category.FATAL
+    ambiguous_http: frozenset[int] = frozenset({500, 502, 504})
+    docs: str = ""
+    source: str = "<policy>"
+    _exact: dict[tuple[int, int | None], Rule] = field(init=False, repr=False, compare=False)
+    _range_starts: list[int] = field(init=False, repr=False, compare=False)
+    _ranges: list[Rule] = field(init=False, repr=False, compare=False)
+    _markers: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        exact: dict[tuple[int, int | None], Rule] = {}
+        ranges: list[Rule] = []
+        for rule in self.rules:
+            if rule.range is not None:
+                ranges.append(rule)
+            elif rule.code is not None:
+                exact[(rule.code, rule.subcode)] = rule
+        ranges.sort(key=lambda r: r.range[0] if r.range else 0)
+        object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_ranges", ranges)
+        object.__setattr__(self, "_range_starts", [r.range[0] for r in ranges if r.range])
+        object.__setattr__(self, "_markers", self.extract.markers())
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.platform!r}: {len(self.rules)} rules from {self.source}>"
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def rule_for(self, code: int, subcode: int | None = None) -> Rule | None:
+        """The most specific rule for a code: code+subcode, then code, then a range."""
+        if subcode is not None:
+            rule = self._exact.get((code, subcode))
+            if rule is not None:
+                return rule
+        rule = self._exact.get((code, None))
+        if rule is not None:
+            return rule
+        i = bisect.bisect_right(self._range_starts, code) - 1
+        if i >= 0:
+            candidate = self._ranges[i]
+            if candidate.range is not None and code <= candidate.range[1]:
+                return candidate
+        return None
+
+    def with_retry(self, **changes: Any) -> Policy:
+        """A copy with some :class:`RetrySettings` fields changed."""
+        return replace(self, retry=replace(self.retry, **changes))
+
+    # -- classification ----------------------------------------------------------------------
+
+    def classify(self, response: httpx.Response) -> Classification | None:
+        """Classify a response; ``None`` means success. Pure: no I/O, no logging.
+
+        Reads ``response.content`` only if the response has been read already; for an unread
+        stream only the HTTP status counts. Never raises on a strange body.
+        """
+        try:
+            content: bytes | None = response.content
+        except httpx.ResponseNotRead:
+            content = None
+        return self.classify_parts(response.status_code, content, reason=response.reason_phrase)
+
+    def classify_parts(self, status_code: int, content: bytes | None, *, reason: str = "") -> Classification | None:
+        """Classify from a status code and body bytes (``None``: body not read)."""
+        found = self._from_body(status_code, content) if content else None
+        if found is not None:
+            return found if isinstance(found, Classification) else None
+        return self._from_status(status_code, reason)
+
+    def explain(self, code: int, subcode: int | None = None) -> Classification:
+        """What a code means, as a classification with no vendor message."""
+        return self._classify_code(code, subcode, message="", status_code=None)
+
+    def _from_body(self, status_code: int, content: bytes) -> Classification | Literal[True] | None:
+        """A classification, ``True`` for success by code, or ``None`` when the body has no code."""
+        if len(content) > self.retry.max_body_bytes:
+            return None
+        if not any(m in content for m in self._markers):
+            return None
+        try:
+            body = json.loads(content)
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
+            return None
+        if not isinstance(body, dict):
+            return None
+        ex = self.extract
+        raw_code = _first(body, ex.code)
+        failed = ex.failure is not None and _get(body, ex.failure[0]) == ex.failure[1]
+        if raw_code is None and not failed:
+            return None
+        code = _as_int(raw_code)
+        if code is not None and code in self.success_codes and not failed:
+            return True
+        if code is None and raw_code is None and not failed:
+            return None
+        message = _text(_first(body, ex.message)) or ""
+        request_id = _text(_first(body, ex.request_id))
+        if request_id is None and ex.request_id_pattern is not None:
+            m = ex.request_id_pattern.search(message)
+            request_id = m.group(1) if m else None
+        transient = _first(body, ex.transient) is True
+        if code is None or code in self.success_codes:
+            # An error marker without a usable code ("FAIL" with ErrorCode 0, errcode "abc").
+            return Classification(
+                platform=self.platform,
+                code=code,
+                category=Category.RETRYABLE if transient else self.unknown_category,
+                message=message,
+                description=f"Error reported without a usable code ({raw_code!r:.40})",
+                status_code=status_code,
+                request_id=request_id,
+                known=False,
+            )
+        return self._classify_code(
+            code,
+            _as_int(_first(body, ex.subcode)),
+            message=message,
+            status_code=status_code,
+            request_id=request_id,
+            details=_text(_first(body, ex.details)),
+            transient=transient,
+        )
+
+    def _classify_code(
+        self,
+        code: int,
+        subcode: int | None,
+        *,
+        message: str,
+        status_code: int | None,
+        request_id: str | None = None,
+        details: str | None = None,
+        transient: bool = False,
+    ) -> Classification:
+        rule = self.rule_for(code, subcode)
+        if rule is None:
+            return Classification(
+                platform=self.platform,
+                code=code,
+                subcode=subcode,
+                category=Category.RETRYABLE if transient else self.unknown_category,
+                message=message,
+                description=f"Code {code} is not in the {self.platform} table"
+                + (" (the platform marks it transient)" if transient else ""),
+                status_code=status_code,
+                request_id=request_id,
+                details=details,
+                known=False,
+            )
+        return Classification(
+            platform=self.platform,
+            code=code,
+            subcode=subcode,
+            category=rule.category,
+            message=message,
+            description=rule.description,
+            remediation=rule.remediation,
+            status_code=status_code,
+            request_id=request_id,
+            details=details,
+            note=rule.note,
+            min_delay=rule.min_delay,
+            ambiguous=rule.ambiguous,
+        )
+
+    def _from_status(self, status_code: int, reason: str) -> Classification | None:
+        if status_code < 400:
+            return None
+        exact, klass = _http_key(status_code)
+        category = self.http.get(exact) or self.http.get(klass)
+        if category is None:
+            category = Category.RETRYABLE if status_code >= 500 else Category.FATAL
+        return Classification(
+            platform=self.platform,
+            code=None,
+            category=category,
+            message=reason,
+            description=f"HTTP {status_code} with no error code in the body",
+            status_code=status_code,
+            ambiguous=category is Category.RETRYABLE and status_code in self.ambiguous_http,
+            source="http",
+        )

@@ -1,0 +1,227 @@
+"""RetryTransport and AsyncRetryTransport: thin drivers of the shared flow in ``_core``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeAlias
+
+import anyio
+import httpx
+
+from ._core import (
+    Close,
+    FetchToken,
+    Flow,
+    Read,
+    RenewToken,
+    RetryCore,
+    Send,
+    Sleep,
+)
+from ._errors import ConfigurationError
+from ._load import load_policy
+from ._policy import Category, Policy, RetrySettings
+from ._token import AnyTokenHook, AsyncTokenManager, TokenHook, TokenManager
+
+__all__ = ["AsyncRetryTransport", "RetryTransport"]
+
+PolicyLike: TypeAlias = str | os.PathLike[str] | Policy
+PolicyArg: TypeAlias = PolicyLike | Mapping[str, PolicyLike]
+
+
+def _policies(policy: PolicyArg) -> Policy | dict[str, Policy]:
+    if isinstance(policy, Mapping):
+        if not policy:
+            raise ConfigurationError(
+                "policy mapping is empty; map hosts to policies, e.g. {'api.weixin.qq.com': 'wechat'}"
+            )
+        return {str(host): load_policy(p) for host, p in policy.items()}
+    return load_policy(policy)
+
+
+def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any]:
+    platforms = {policies.platform} if isinstance(policies, Policy) else {p.platform for p in policies.values()}
+    if token is None:
+        return {}
+    if isinstance(token, Mapping):
+        unknown = set(token) - platforms
+        if unknown:
+            raise ConfigurationError(
+                f"token hook given for {sorted(unknown)[0]!r}, which no policy of this transport uses"
+            )
+        return dict(token)
+    if len(platforms) > 1:
+        raise ConfigurationError("several platforms: pass token={platform: hook, ...}")
+    return {next(iter(platforms)): token}
+
+
+def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category]:
+    if raise_on is None:
+        return frozenset(Category)
+    try:
+        return frozenset(Category(c) for c in raise_on)
+    except ValueError:
+        raise ConfigurationError(
+            f"raise_on takes categories ({', '.join(Category)}), got {sorted(map(str, raise_on))}"
+        ) from None
+
+
+def _check(retry: RetrySettings | None, max_renewals: int) -> None:
+    if retry is not None and not isinstance(retry, RetrySettings):
+        raise ConfigurationError(f"retry must be a retrypolicy.RetrySettings, got {type(retry).__name__}")
+    if retry is not None:
+        from ._load import check_retry_settings  # noqa: PLC0415
+
+        try:
+            check_retry_settings(retry)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    if not isinstance(max_renewals, int) or isinstance(max_renewals, bool) or not 0 <= max_renewals <= 10:
+        raise ConfigurationError(f"max_renewals must be an integer from 0 to 10, got {max_renewals!r}")
+
+
+class RetryTransport(httpx.BaseTransport):
+    """An httpx transport that classifies platform errors, retries, and renews tokens.
+
+    ``policy``: a built-in name (``"wechat"``, ``"tencent_im"``, ``"whatsapp_onprem"``,
+    ``"whatsapp_cloud"``), a path to a TOML file, a :class:`Policy`, or a mapping of host to
+    one of those (hosts not in the mapping pass through untouched; ``"*"`` matches any).
+    ``token``: a hook returning ``str`` or :class:`Token`, or ``{platform: hook}``.
+    ``retry``: :class:`RetrySettings` replacing the table's defaults.
+    ``raise_on``: categories that raise (all by default); a final failure of any other category
+    is returned as the response, with the classification in ``response.extensions["retrypolicy"]``.
+    """
+
+    def __init__(
+        self,
+        policy: PolicyArg,
+        *,
+        token: TokenHook | Callable[[], Any] | Mapping[str, Callable[[], Any]] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetrySettings | None = None,
+        max_renewals: int = 1,
+        raise_on: Collection[Category | str] | None = None,
+        token_timeout: float = 30.0,
+        logger: Any = None,
+    ) -> None:
+        _check(retry, max_renewals)
+        policies = _policies(policy)
+        managers = {p: TokenManager(h, timeout=token_timeout) for p, h in _hooks(token, policies).items()}
+        self._core = RetryCore(
+            policies, managers, retry=retry, max_renewals=max_renewals, raise_on=_raise_on(raise_on), logger=logger
+        )
+        self._transport = transport if transport is not None else httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        flow = self._core.flow(request)
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as stop:
+                response: httpx.Response = stop.value
+                return response
+            result, error = None, None
+            try:
+                result = self._perform(action)
+            except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
+                error = exc
+            except BaseException:
+                flow.close()
+                raise
+
+    def _perform(self, action: Any) -> Any:
+        if isinstance(action, Send):
+            return self._transport.handle_request(action.request)
+        if isinstance(action, Read):
+            try:
+                return action.response.read()
+            except BaseException:
+                action.response.close()
+                raise
+        if isinstance(action, Close):
+            return action.response.close()
+        if isinstance(action, Sleep):
+            return time.sleep(action.seconds) if action.seconds > 0 else None
+        if isinstance(action, (FetchToken, RenewToken)):
+            manager = action.manager
+            assert isinstance(manager, TokenManager)
+            return manager.get() if isinstance(action, FetchToken) else manager.renew(action.stale)
+        raise AssertionError(f"unknown action {action!r}")  # pragma: no cover
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __repr__(self) -> str:
+        return f"<RetryTransport policy={self._core.policies!r} transport={type(self._transport).__name__}>"
+
+
+class AsyncRetryTransport(httpx.AsyncBaseTransport):
+    """The async twin of :class:`RetryTransport`; the token hook may be ``async def``."""
+
+    def __init__(
+        self,
+        policy: PolicyArg,
+        *,
+        token: AnyTokenHook | Mapping[str, AnyTokenHook] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetrySettings | None = None,
+        max_renewals: int = 1,
+        raise_on: Collection[Category | str] | None = None,
+        token_timeout: float = 30.0,
+        logger: Any = None,
+    ) -> None:
+        _check(retry, max_renewals)
+        policies = _policies(policy)
+        managers = {p: AsyncTokenManager(h, timeout=token_timeout) for p, h in _hooks(token, policies).items()}
+        self._core = RetryCore(
+            policies, managers, retry=retry, max_renewals=max_renewals, raise_on=_raise_on(raise_on), logger=logger
+        )
+        self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        flow: Flow = self._core.flow(request)
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as stop:
+                response: httpx.Response = stop.value
+                return response
+            result, error = None, None
+            try:
+                result = await self._perform(action)
+            except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
+                error = exc
+            except BaseException:
+                flow.close()
+                raise
+
+    async def _perform(self, action: Any) -> Any:
+        if isinstance(action, Send):
+            return await self._transport.handle_async_request(action.request)
+        if isinstance(action, Read):
+            try:
+                return await action.response.aread()
+            except BaseException:
+                await action.response.aclose()
+                raise
+        if isinstance(action, Close):
+            return await action.response.aclose()
+        if isinstance(action, Sleep):
+            return await anyio.sleep(action.seconds)
+        if isinstance(action, (FetchToken, RenewToken)):
+            manager = action.manager
+            assert isinstance(manager, AsyncTokenManager)
+            return await (manager.get() if isinstance(action, FetchToken) else manager.renew(action.stale))
+        raise AssertionError(f"unknown action {action!r}")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncRetryTransport policy={self._core.policies!r} transport={type(self._transport).__name__}>"
