@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeAlias
 import httpx
 import structlog
 import tenacity
+from httpx._multipart import MultipartStream
 
 from ._errors import (
     ConfigurationError,
@@ -45,6 +46,7 @@ EXTENSION = "retrypolicy"
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_REPLAYABLE = (httpx.ByteStream, MultipartStream)  # bytes, and multipart whose files are rewound
 _REQUEST_OPTIONS = frozenset({"retry", "max_attempts", "deadline", "idempotent"})
 
 _testing_scale: float | None = None
@@ -69,32 +71,32 @@ def is_testing() -> bool:
 # -- actions the flow yields -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # actions: created per request, so not frozen (a frozen __init__ costs more)
 class Send:
     request: httpx.Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Read:
     response: httpx.Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Close:
     response: httpx.Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FetchToken:
     manager: TokenManager | AsyncTokenManager
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RenewToken:
     manager: TokenManager | AsyncTokenManager
     stale: str | None
@@ -135,6 +137,9 @@ class RetryState:
             renewals=self.renewals + (decision.action == "renew"),
             history=(*self.history, record),
         )
+
+
+_FIRST_ATTEMPT = RetryState()
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,9 +264,7 @@ def with_token(request: httpx.Request, placement: TokenPlacement, token: str) ->
 
 def replayable(request: httpx.Request) -> bool:
     """Can the body be sent again? Bytes and multipart (files are rewound) can; generators can't."""
-    from httpx._multipart import MultipartStream  # noqa: PLC0415 - private class, import kept local
-
-    return isinstance(request.stream, (httpx.ByteStream, MultipartStream)) or hasattr(request, "_content")
+    return isinstance(request.stream, _REPLAYABLE)
 
 
 def readable(response: httpx.Response, max_bytes: int) -> bool:
@@ -307,6 +310,7 @@ class RetryCore:
         self.log = logger if logger is not None else structlog.get_logger("retrypolicy")
         self.clock = clock
         self.wall_clock = wall_clock
+        self._default_options: dict[str, _Options] = {}
 
     def policy_for(self, request: httpx.Request) -> Policy | None:
         if isinstance(self.policies, Policy):
@@ -314,8 +318,15 @@ class RetryCore:
         return self.policies.get(request.url.host) or self.policies.get("*")
 
     def options(self, policy: Policy, request: httpx.Request) -> _Options:
-        base = self.retry or policy.retry
         raw = request.extensions.get(EXTENSION)
+        if raw is None:  # the common case: table (or transport) defaults, computed once
+            cached = self._default_options.get(policy.platform)
+            if cached is None:
+                base = self.retry or policy.retry
+                limits = Limits(base.max_attempts, base.initial_delay, base.max_delay, base.deadline, self.max_renewals)
+                cached = self._default_options[policy.platform] = _Options(limits, None)
+            return cached
+        base = self.retry or policy.retry
         opts: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         if raw is not None and not isinstance(raw, Mapping):
             raise ConfigurationError(f"request.extensions[{EXTENSION!r}] must be a dict, got {type(raw).__name__}")
@@ -352,7 +363,7 @@ class RetryCore:
         opts = self.options(policy, request)
         manager = self.managers.get(policy.platform)
         placement = policy.token
-        token = token_in(request, placement)
+        token = token_in(request, placement) if manager is not None else None
         if manager is not None and token is None:
             try:
                 token = yield FetchToken(manager)
@@ -363,9 +374,8 @@ class RetryCore:
                     self._message(c, str(exc), 0, request), classification=c, attempts=0, url=redact_url(request.url)
                 ) from None
             request = with_token(request, placement, token)
-        idempotent = opts.idempotent if opts.idempotent is not None else request.method in IDEMPOTENT_METHODS
-        can_replay = replayable(request)
-        state = RetryState()
+        can_replay = replayable(request)  # before sending: a transport may swap the stream once read
+        state = _FIRST_ATTEMPT
         started = self.clock()
         while True:
             response: httpx.Response | None = None
@@ -386,8 +396,12 @@ class RetryCore:
                 if c is None:
                     return response
                 error = None
+            # failure path from here on: nothing below runs for a successful response
+            if token is None:
+                token = token_in(request, placement)
             c = replace(c, message=scrub(c.message, self.secrets(token)))
             elapsed = self.clock() - started
+            idempotent = opts.idempotent if opts.idempotent is not None else request.method in IDEMPOTENT_METHODS
             if c.ambiguous and not idempotent:
                 resend_safe, why = False, f"{request.method} may have been carried out; resending could duplicate it"
             elif sent and not can_replay:

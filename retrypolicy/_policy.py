@@ -18,6 +18,7 @@ import httpx
 
 __all__ = ["Category", "Classification", "Extraction", "Policy", "RetrySettings", "Rule", "TokenPlacement"]
 
+_decode = json.JSONDecoder().decode  # str in: skips json.loads' encoding sniffing (bodies are UTF-8)
 _MAX_TEXT = 500  # longest vendor message kept in a classification
 
 
@@ -223,6 +224,7 @@ class Policy:
     _range_starts: list[int] = field(init=False, repr=False, compare=False)
     _ranges: list[Rule] = field(init=False, repr=False, compare=False)
     _markers: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _success_prefix: tuple[re.Pattern[bytes], bytes] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         exact: dict[tuple[int, int | None], Rule] = {}
@@ -237,6 +239,16 @@ class Policy:
         object.__setattr__(self, "_ranges", ranges)
         object.__setattr__(self, "_range_starts", [r.range[0] for r in ranges if r.range])
         object.__setattr__(self, "_markers", self.extract.markers())
+        # Fast path for the commonest success body, {"errcode":0,...}: when the first code path is one
+        # top-level key and nothing else can turn the body into a failure, a body that starts with that
+        # key, holds it once and has no \u escape (which could spell the key a second time) decodes to
+        # exactly that code. _from_body checks this before paying for a full JSON decode.
+        prefix = None
+        first = self.extract.code[0] if self.extract.code else ()
+        if self.extract.failure is None and len(first) == 1 and isinstance(first[0], str) and self.success_codes:
+            key = json.dumps(first[0]).encode()
+            prefix = (re.compile(rb"\A\s*\{\s*" + re.escape(key) + rb"\s*:\s*(-?\d{1,18})\s*[,}]"), key)
+        object.__setattr__(self, "_success_prefix", prefix)
 
     def __repr__(self) -> str:
         return f"<Policy {self.platform!r}: {len(self.rules)} rules from {self.source}>"
@@ -275,14 +287,18 @@ class Policy:
             content: bytes | None = response.content
         except httpx.ResponseNotRead:
             content = None
-        return self.classify_parts(response.status_code, content, reason=response.reason_phrase)
+        return self.classify_parts(response.status_code, content)
 
-    def classify_parts(self, status_code: int, content: bytes | None, *, reason: str = "") -> Classification | None:
+    def classify_parts(
+        self, status_code: int, content: bytes | None, *, reason: str | None = None
+    ) -> Classification | None:
         """Classify from a status code and body bytes (``None``: body not read)."""
         found = self._from_body(status_code, content) if content else None
         if found is not None:
             return found if isinstance(found, Classification) else None
-        return self._from_status(status_code, reason)
+        if status_code < 400:
+            return None
+        return self._from_status(status_code, httpx.codes.get_reason_phrase(status_code) if reason is None else reason)
 
     def explain(self, code: int, subcode: int | None = None) -> Classification:
         """What a code means, as a classification with no vendor message."""
@@ -292,10 +308,19 @@ class Policy:
         """A classification, ``True`` for success by code, or ``None`` when the body has no code."""
         if len(content) > self.retry.max_body_bytes:
             return None
-        if not any(m in content for m in self._markers):
+        for marker in self._markers:
+            if marker in content:
+                break
+        else:
             return None
+        if self._success_prefix is not None:
+            pattern, key = self._success_prefix
+            prefix = pattern.match(content)
+            if prefix and int(prefix.group(1)) in self.success_codes and content.count(key) == 1 and b"\\u" not in content:
+                return True
         try:
-            body = json.loads(content)
+            text = content.decode("utf-8")
+            body = _decode(text[1:] if text.startswith("\ufeff") else text)
         except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
             return None
         if not isinstance(body, dict):
@@ -380,9 +405,7 @@ class Policy:
             ambiguous=rule.ambiguous,
         )
 
-    def _from_status(self, status_code: int, reason: str) -> Classification | None:
-        if status_code < 400:
-            return None
+    def _from_status(self, status_code: int, reason: str) -> Classification:
         exact, klass = _http_key(status_code)
         category = self.http.get(exact) or self.http.get(klass)
         if category is None:

@@ -20,8 +20,9 @@ SEED = "003_92e847829f256d34.txt"
 ROW = re.compile(r"^\s*(-?\d+)(?:\s*-\s*(\d+))?\s*\|")
 
 
-def parse(text):
-    codes, ranges = set(), set()
+def parse(text: str) -> tuple[set[int], set[tuple[int, int]]]:
+    codes: set[int] = set()
+    ranges: set[tuple[int, int]] = set()
     for line in text.splitlines():
         m = ROW.match(line)
         if not m:
@@ -36,7 +37,7 @@ def parse(text):
     return codes, ranges
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     seeds = Path(argv[1]) if len(argv) > 1 else Path("/work/shared/seeds")
     codes, ranges = parse((seeds / SEED).read_text(encoding="utf-8"))
     entries = [(c, str(c)) for c in codes]

@@ -19,8 +19,8 @@ SEED = "004_95b5911d04b123a5.txt"
 ROW = re.compile(r"^\|\s*`(\d+)`\s*-")
 
 
-def parse(text):
-    codes = set()
+def parse(text: str) -> set[int]:
+    codes: set[int] = set()
     for line in text.splitlines():
         m = ROW.match(line)
         if m:
@@ -30,7 +30,7 @@ def parse(text):
     return codes
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     seeds = Path(argv[1]) if len(argv) > 1 else Path("/work/shared/seeds")
     for c in sorted(parse((seeds / SEED).read_text(encoding="utf-8"))):
         print(c)
