@@ -368,7 +368,7 @@ class RetryCore:
             try:
                 token = yield FetchToken(manager)
             except TokenHookError as exc:
-                c = _token_classification(policy, str(exc))
+                c = exc.classification or _token_classification(policy)
                 self._emit("gave_up", c, request, 0, 0.0, reason=str(exc))
                 raise TokenRefreshFailed(
                     self._message(c, str(exc), 0, request), classification=c, attempts=0, url=redact_url(request.url)
@@ -443,6 +443,7 @@ class RetryCore:
                     fresh = yield RenewToken(manager, token)
                 except TokenHookError as exc:
                     reason = str(exc)
+                    c = exc.classification or c
                     self._emit("gave_up", c, request, state.attempt, elapsed, reason=reason)
                     raise TokenRefreshFailed(
                         self._message(c, reason, state.attempt, request),
@@ -512,12 +513,12 @@ def _transport_classification(policy: Policy, exc: httpx.TransportError, sent: b
     )
 
 
-def _token_classification(policy: Policy, reason: str) -> Classification:
+def _token_classification(policy: Policy) -> Classification:
     return Classification(
         platform=policy.platform,
         code=None,
         category=Category.TOKEN_REFRESH,
-        message=reason,
+        message="",
         description="Could not obtain a token before sending",
         source="transport",
     )

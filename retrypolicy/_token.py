@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 
 from ._errors import ConfigurationError
+from ._policy import Classification
 from ._redact import scrub
 
 __all__ = ["AsyncTokenHook", "AsyncTokenManager", "Token", "TokenHook", "TokenHookError", "TokenManager"]
@@ -56,7 +57,18 @@ AnyTokenHook: TypeAlias = Callable[[], "str | Token | Awaitable[str | Token]"]
 
 
 class TokenHookError(Exception):
-    """Internal: the hook failed; the message is safe to show (it never holds the token)."""
+    """Internal: the hook failed; the message is safe to show (it never holds the token).
+
+    ``classification`` is the platform's verdict when the hook got an error code from its token
+    endpoint (the built-in hooks attach it: 40164 is user-action, 40125 fatal...).
+    """
+
+    def __init__(self, message: str, classification: Classification | None = None) -> None:
+        super().__init__(message)
+        self.classification = classification
+
+    def copy(self) -> TokenHookError:
+        return TokenHookError(str(self), self.classification)
 
 
 @dataclass(slots=True)
@@ -66,7 +78,7 @@ class _TokenState:
     expires_at: float | None = None
     lifetime: float | None = None
     calls: int = 0  # hook calls so far (a failed call counts)
-    last_error: str | None = None
+    last_error: TokenHookError | None = None
 
     def fresh(self) -> str | None:
         """The current token unless missing or within its renewal margin."""
@@ -108,23 +120,46 @@ class _TokenState:
         self.last_error = None
         return value
 
-    def fail(self, message: str, stale: str | None) -> str:
+    def begin(self, stale: str | None, seen: int) -> str | None:
+        """Under the lock: a token if no hook call is needed, else None (and count the call).
+
+        ``seen`` is the call count before waiting for the lock: if a renewal ran meanwhile and
+        failed, its error is raised here, so waiters do not call a failing hook one by one.
+        """
+        if not self.needs_hook(stale):
+            return self.value
+        if self.calls != seen and self.last_error is not None:
+            raise self.last_error.copy()
+        self.calls += 1
+        return None
+
+    def finish(self, result: object, stale: str | None) -> str:
+        try:
+            return self.accept(result, stale)
+        except TokenHookError as exc:
+            return self.fail(exc, stale)
+
+    def fail(self, error: TokenHookError, stale: str | None) -> str:
         """Record a failed hook call; return a still-valid token for a proactive renewal, or raise."""
-        self.last_error = message
+        self.last_error = error
         if stale is None or stale != self.value:
             usable = self.usable()
             if usable is not None:
                 return usable
-        raise TokenHookError(message)
+        raise error.copy()
 
 
 def _is_async(hook: object) -> bool:
     return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
 
 
-def _describe(exc: BaseException) -> str:
-    text = scrub(str(exc))[:200]
-    return f"token hook raised {type(exc).__name__}" + (f": {text}" if text else "")
+def _describe(exc: BaseException) -> TokenHookError:
+    text = scrub(str(exc))[:1000]
+    classification = getattr(exc, "classification", None)
+    return TokenHookError(
+        f"token hook raised {type(exc).__name__}" + (f": {text}" if text else ""),
+        classification if isinstance(classification, Classification) else None,
+    )
 
 
 class _ManagerBase:
@@ -178,19 +213,14 @@ class TokenManager(_ManagerBase):
         seen = self._state.calls
         with self._lock:
             state = self._state
-            if not state.needs_hook(stale):
-                return state.value  # type: ignore[return-value]  # needs_hook checked it
-            if state.calls != seen and state.last_error is not None:
-                raise TokenHookError(state.last_error)  # the renewal we waited for failed
-            state.calls += 1
+            current = state.begin(stale, seen)
+            if current is not None:
+                return current
             try:
                 result = self._call()
             except TokenHookError as exc:
-                return state.fail(str(exc), stale)
-            try:
-                return state.accept(result, stale)
-            except TokenHookError as exc:
-                return state.fail(str(exc), stale)
+                return state.fail(exc, stale)
+            return state.finish(result, stale)
 
     def _call(self) -> object:
         box: list[object] = []
@@ -208,7 +238,7 @@ class TokenManager(_ManagerBase):
         if worker.is_alive():
             raise TokenHookError(f"token hook did not return within {self.timeout:g} s")
         if error:
-            raise TokenHookError(_describe(error[0]))
+            raise _describe(error[0])
         return box[0]
 
 
@@ -234,24 +264,19 @@ class AsyncTokenManager(_ManagerBase):
         seen = self._state.calls
         async with self._lock:
             state = self._state
-            if not state.needs_hook(stale):
-                return state.value  # type: ignore[return-value]
-            if state.calls != seen and state.last_error is not None:
-                raise TokenHookError(state.last_error)
-            state.calls += 1
+            current = state.begin(stale, seen)
+            if current is not None:
+                return current
             try:
                 with anyio.fail_after(self.timeout):
                     result = await self._call()
             except TimeoutError:
-                return state.fail(f"token hook did not return within {self.timeout:g} s", stale)
+                return state.fail(TokenHookError(f"token hook did not return within {self.timeout:g} s"), stale)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 return state.fail(_describe(exc), stale)
-            try:
-                return state.accept(result, stale)
-            except TokenHookError as exc:
-                return state.fail(str(exc), stale)
+            return state.finish(result, stale)
 
     async def _call(self) -> object:
         acall = getattr(self.hook, "acall", None)
