@@ -313,10 +313,17 @@ class Policy:
                 break
         else:
             return None
-        if self._success_prefix is not None:
+        # Only below 400: there a malformed body and a success body both mean success, so the fast
+        # path cannot differ from a full decode; from 400 up a malformed body must fall back to the status.
+        if self._success_prefix is not None and status_code < 400:
             pattern, key = self._success_prefix
             prefix = pattern.match(content)
-            if prefix and int(prefix.group(1)) in self.success_codes and content.count(key) == 1 and b"\\u" not in content:
+            if (
+                prefix
+                and int(prefix.group(1)) in self.success_codes
+                and content.count(key) == 1
+                and b"\\u" not in content
+            ):
                 return True
         try:
             text = content.decode("utf-8")

@@ -31,6 +31,10 @@ def _int(text: str, what: str) -> int:
         raise _Usage(f"{what} must be an integer, got {text!r}") from None
 
 
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _policy(name: str) -> Policy:
     return load_policy(name)
 
@@ -82,15 +86,18 @@ def cmd_classify(args: argparse.Namespace) -> int:
     policy = _policy(args.platform)
     stdin = args.body in (None, "-")
     body = sys.stdin.buffer.read() if stdin else args.body.encode("utf-8", "surrogateescape")
-    headers = []
+    headers: list[tuple[bytes, bytes]] = []  # bytes: a non-ASCII value from a log must not crash
     for h in args.header or []:
         name, sep, value = h.partition(":")
         if not sep or not name.strip():
             raise _Usage(f"--header must look like 'Name: value', got {h!r}")
-        headers.append((name.strip(), value.strip()))
+        headers.append((_utf8(name.strip()), _utf8(value.strip())))
     if not 100 <= args.status <= 599:
         raise _Usage(f"--status must be an HTTP status from 100 to 599, got {args.status}")
-    response = httpx.Response(args.status, headers=headers, content=body)
+    try:
+        response = httpx.Response(args.status, headers=headers, content=body)
+    except httpx.DecodingError as exc:  # e.g. --header 'Content-Encoding: gzip' with a plain body
+        raise _Usage(f"the body does not match its Content-Encoding header: {exc}") from None
     c = policy.classify(response)
     if args.json:
         print(json.dumps(None if c is None else c.as_dict(), ensure_ascii=False))

@@ -1,0 +1,547 @@
+"""Policy.classify on real httpx responses: every wire shape, the HTTP fallbacks, and bad bodies."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+import retrypolicy
+from retrypolicy import Category, Classification, Policy, load_policy
+
+
+@pytest.fixture
+def wechat() -> Policy:
+    return load_policy("wechat")
+
+
+@pytest.fixture
+def tencent() -> Policy:
+    return load_policy("tencent_im")
+
+
+@pytest.fixture
+def onprem() -> Policy:
+    return load_policy("whatsapp_onprem")
+
+
+@pytest.fixture
+def cloud() -> Policy:
+    return load_policy("whatsapp_cloud")
+
+
+def _response(status: int, content: bytes = b"", content_type: str = "application/json") -> httpx.Response:
+    return httpx.Response(status, headers={"content-type": content_type}, content=content)
+
+
+def _json(status: int, body: Any) -> httpx.Response:
+    return httpx.Response(status, json=body)
+
+
+def _fetch(response: httpx.Response, url: str = "https://api.example.test/send") -> httpx.Response:
+    """The response as a real client returns it (read, with a request attached)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return response
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        return client.post(url, json={"touser": "someone"})
+
+
+def _must(c: Classification | None) -> Classification:
+    assert c is not None, "expected a failure, got success"
+    return c
+
+
+# -- WeChat ----------------------------------------------------------------------------------
+
+
+def test_wechat_error_with_rid(wechat: Policy) -> None:
+    body = {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid rid: 6543-abc"}
+    c = _must(wechat.classify(_json(200, body)))
+    assert c.platform == "wechat"
+    assert c.code == 40001
+    assert c.category is Category.TOKEN_REFRESH
+    assert c.request_id == "6543-abc"
+    assert c.message == body["errmsg"]
+    assert c.status_code == 200
+    assert c.source == "body"
+    assert c.known
+    rule = wechat.rule_for(40001)
+    assert rule is not None and c.description == rule.description
+
+
+def test_wechat_through_a_real_client(wechat: Policy) -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json={"errcode": 45015, "errmsg": "response out of time limit rid: 77aa-bb"})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        response = client.post("https://api.weixin.qq.com/cgi-bin/message/custom/send", json={"touser": "u"})
+    assert len(calls) == 1
+    c = _must(wechat.classify(response))
+    assert c.code == 45015
+    assert c.category is Category.USER_ACTION
+    assert c.remediation
+    assert c.request_id == "77aa-bb"
+
+
+def test_wechat_without_rid(wechat: Policy) -> None:
+    c = _must(wechat.classify(_json(200, {"errcode": 40001, "errmsg": "invalid credential"})))
+    assert c.request_id is None
+
+
+@pytest.mark.parametrize("raw", [42001, "42001", 42001.0, " 42001 "])
+def test_wechat_errcode_encodings(wechat: Policy, raw: object) -> None:
+    c = _must(wechat.classify(_fetch(_json(200, {"errcode": raw, "errmsg": "access_token expired"}))))
+    assert c.code == 42001
+    assert isinstance(c.code, int)
+    assert c.category is Category.TOKEN_REFRESH
+    assert c.known
+
+
+def test_wechat_base_resp_nesting(wechat: Policy) -> None:
+    body = {"base_resp": {"errcode": 45011, "errmsg": "api minute-quota reach limit rid: 1-x"}, "data": []}
+    c = _must(wechat.classify(_fetch(_json(200, body))))
+    assert c.code == 45011
+    assert c.category is Category.RETRYABLE
+    assert c.min_delay == 60
+    assert c.message.startswith("api minute-quota")
+    assert c.request_id == "1-x"
+
+
+def test_wechat_base_resp_success(wechat: Policy) -> None:
+    assert wechat.classify(_json(200, {"base_resp": {"errcode": 0, "errmsg": "ok"}, "list": [1]})) is None
+
+
+def test_wechat_errcode_zero_is_success(wechat: Policy) -> None:
+    assert wechat.classify(_fetch(_json(200, {"errcode": 0, "errmsg": "ok", "msgid": 123}))) is None
+
+
+def test_wechat_success_body_without_errcode(wechat: Policy) -> None:
+    assert wechat.classify(_fetch(_json(200, {"access_token": "ACCESS", "expires_in": 7200}))) is None
+
+
+def test_wechat_text_plain_content_type(wechat: Policy) -> None:
+    content = json.dumps({"errcode": -1, "errmsg": "system error"}).encode()
+    response = _fetch(_response(200, content, content_type="text/plain"))
+    assert response.headers["content-type"] == "text/plain"
+    c = _must(wechat.classify(response))
+    assert c.code == -1
+    assert c.category is Category.RETRYABLE
+
+
+# -- Tencent Cloud Chat -----------------------------------------------------------------------
+
+
+def test_tencent_fail_with_error_code(tencent: Policy) -> None:
+    body = {"ActionStatus": "FAIL", "ErrorCode": 70001, "ErrorInfo": "usersig is expired"}
+    c = _must(tencent.classify(_fetch(_json(200, body))))
+    assert c.code == 70001
+    assert c.category is Category.TOKEN_REFRESH
+    assert c.message == "usersig is expired"
+    assert c.known
+
+
+def test_tencent_ok_is_success(tencent: Policy) -> None:
+    body = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
+    assert tencent.classify(_fetch(_json(200, body))) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ActionStatus": "FAIL", "ErrorCode": 0, "ErrorInfo": "odd"},
+        {"ActionStatus": "FAIL", "ErrorInfo": "odd"},
+    ],
+    ids=["code-0", "code-missing"],
+)
+def test_tencent_fail_without_usable_code(tencent: Policy, body: dict[str, Any]) -> None:
+    c = _must(tencent.classify(_json(200, body)))
+    assert not c.known
+    assert c.category is tencent.unknown_category
+    assert c.source == "body"
+    assert c.message == "odd"
+    assert c.status_code == 200
+
+
+# -- WhatsApp on-premises ---------------------------------------------------------------------
+
+
+def test_onprem_errors_array(onprem: Policy) -> None:
+    body = {
+        "errors": [{"code": 1015, "title": "Too many requests", "details": "Rate limit hit for this endpoint"}],
+        "meta": {},
+    }
+    c = _must(onprem.classify(_fetch(_json(429, body))))
+    assert c.code == 1015
+    assert c.category is Category.RETRYABLE
+    assert c.message == "Too many requests"
+    assert c.details == "Rate limit hit for this endpoint"
+    assert c.status_code == 429
+    assert c.source == "body"
+
+
+def test_onprem_empty_errors_falls_back(onprem: Policy) -> None:
+    c = _must(onprem.classify(_json(503, {"errors": [], "meta": {}})))
+    assert c.source == "http"
+    assert c.code is None
+    assert c.category is Category.RETRYABLE
+
+
+# -- WhatsApp Cloud ---------------------------------------------------------------------------
+
+
+def _graph_error(code: int, subcode: int | None = None, *, transient: bool = False) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "message": "Error validating access token",
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": "AbCdEf123",
+        "is_transient": transient,
+    }
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": error}
+
+
+def test_cloud_code_with_subcode(cloud: Policy) -> None:
+    c = _must(cloud.classify(_fetch(_json(401, _graph_error(190, 463)))))
+    assert (c.code, c.subcode) == (190, 463)
+    assert c.category is Category.TOKEN_REFRESH
+    assert c.request_id == "AbCdEf123"
+    assert c.message == "Error validating access token"
+    assert c.status_code == 401
+
+
+def test_cloud_subcode_changes_the_verdict(cloud: Policy) -> None:
+    c = _must(cloud.classify(_json(401, _graph_error(190, 460))))
+    assert c.category is Category.USER_ACTION
+    assert c.remediation
+
+
+def test_cloud_details(cloud: Policy) -> None:
+    body = _graph_error(131056)
+    body["error"]["error_data"] = {"messaging_product": "whatsapp", "details": "pair rate limit"}
+    c = _must(cloud.classify(_json(400, body)))
+    assert c.category is Category.RETRYABLE
+    assert c.details == "pair rate limit"
+    assert c.min_delay > 0
+
+
+def test_cloud_unknown_transient_code_is_retryable(cloud: Policy) -> None:
+    code = 987_654_321
+    assert cloud.rule_for(code) is None
+    c = _must(cloud.classify(_json(400, _graph_error(code, transient=True))))
+    assert c.category is Category.RETRYABLE
+    assert not c.known
+    assert c.code == code
+
+
+@pytest.mark.parametrize("platform", list(retrypolicy.BUILTIN_POLICIES))
+def test_unknown_code_uses_unknown_category(platform: str) -> None:
+    policy = load_policy(platform)
+    code = 987_654_321
+    assert policy.rule_for(code) is None
+    bodies = {
+        "wechat": {"errcode": code, "errmsg": "new"},
+        "tencent_im": {"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": "new"},
+        "whatsapp_onprem": {"errors": [{"code": code, "title": "new"}]},
+        "whatsapp_cloud": _graph_error(code),
+    }
+    c = _must(policy.classify(_json(400, bodies[platform])))
+    assert c.code == code
+    assert c.category is policy.unknown_category
+    assert not c.known
+    assert c.source == "body"
+
+
+def test_unknown_category_follows_a_user_table(tmp_path: Any) -> None:
+    path = tmp_path / "strict.toml"
+    path.write_text('extends = "wechat"\nunknown_category = "retryable"\n', encoding="utf-8")
+    policy = load_policy(path)
+    c = _must(policy.classify(_json(200, {"errcode": 987_654_321})))
+    assert c.category is Category.RETRYABLE
+    assert not c.known
+
+
+# -- HTTP fallbacks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "category", "ambiguous"),
+    [
+        (429, Category.RETRYABLE, False),
+        (502, Category.RETRYABLE, True),
+        (503, Category.RETRYABLE, False),
+        (504, Category.RETRYABLE, True),
+        (500, Category.RETRYABLE, True),
+        (401, Category.TOKEN_REFRESH, False),
+        (404, Category.FATAL, False),
+    ],
+)
+@pytest.mark.parametrize("platform", list(retrypolicy.BUILTIN_POLICIES))
+def test_http_fallback(platform: str, status: int, category: Category, ambiguous: bool) -> None:
+    policy = load_policy(platform)
+    c = _must(policy.classify(_fetch(httpx.Response(status, json={"result": "nope"}))))
+    assert c.source == "http"
+    assert c.code is None
+    assert c.category is category
+    assert c.ambiguous is ambiguous
+    assert c.status_code == status
+    assert str(status) in c.description
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 302])
+def test_http_success_statuses(wechat: Policy, status: int) -> None:
+    assert wechat.classify(httpx.Response(status)) is None
+
+
+# -- bad bodies never raise -------------------------------------------------------------------
+
+_HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b'<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center class="error">nginx</center>\r\n'
+    b"</body>\r\n</html>\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        _HTML_502,
+        b"",
+        b'{"errcode": 40001, "errmsg": "\xff\xfe bad utf-8"}',
+        b'[{"errcode": 40001}]',
+        b'"errcode"',
+        b"[" * 100_000,
+        b"[" * 100_000 + b'"errcode"' + b'"error"' + b'"errors"' + b'"ErrorCode"',
+        b'{"errcode": 40001, "errmsg": "truncated',
+        b'{"errcode": ' + b"9" * 5000 + b"}",
+    ],
+    ids=["html", "empty", "bad-utf8", "json-list", "json-string", "nested", "nested-marked", "truncated", "huge-int"],
+)
+@pytest.mark.parametrize("platform", list(retrypolicy.BUILTIN_POLICIES))
+def test_bad_body_falls_back_to_status(platform: str, content: bytes) -> None:
+    policy = load_policy(platform)
+    c = _must(policy.classify(_response(502, content, content_type="text/html")))
+    assert c.source == "http"
+    assert c.code is None
+    assert c.category is Category.RETRYABLE
+    assert c.ambiguous
+    assert c.status_code == 502
+    # and on a 200 the same body is not an error at all
+    assert policy.classify(_response(200, content, content_type="text/html")) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"errcode": 0, "errmsg": "ok', b'{"errcode":0,"data":[[[', b'{"errcode": 0} trailing garbage'],
+    ids=["truncated", "unclosed", "trailing"],
+)
+def test_malformed_success_looking_body_falls_back_to_status(wechat: Policy, content: bytes) -> None:
+    """A body that only starts like ``{"errcode": 0`` but is not valid JSON is a bad body: the status decides."""
+    c = _must(wechat.classify(_response(502, content)))
+    assert c.source == "http"
+    assert c.category is Category.RETRYABLE
+    assert c.ambiguous
+    assert wechat.classify(_response(200, content)) is None
+
+
+def test_well_formed_success_body_is_success_whatever_the_padding(wechat: Policy) -> None:
+    assert wechat.classify(_response(200, b' \r\n{ "errcode" : 0 , "errmsg" : "ok" }\n')) is None
+    assert wechat.classify(_response(200, b'\xef\xbb\xbf{"errcode": 0, "errmsg": "ok"}')) is None
+    # the code appears twice (top level and nested): the first path wins, and it is an error
+    c = _must(wechat.classify(_response(200, b'{"errcode": 40001, "base_resp": {"errcode": 0}}')))
+    assert c.code == 40001
+    # a \\u escape may spell the key: still read correctly
+    c = _must(wechat.classify(_response(200, b'{"errcode": 0, "\\u0065rrcode": 40001}')))
+    assert c.code == 40001
+
+
+def test_html_502_through_a_client(wechat: Policy) -> None:
+    c = _must(wechat.classify(_fetch(_response(502, _HTML_502, content_type="text/html"))))
+    assert c.source == "http"
+    assert c.message == "Bad Gateway"
+
+
+def test_body_over_max_body_bytes_is_ignored(wechat: Policy) -> None:
+    body = {"errcode": 40001, "errmsg": "invalid credential", "pad": "x" * 200}
+    content = json.dumps(body).encode()
+    small = wechat.with_retry(max_body_bytes=len(content) - 1)
+    assert small.retry.max_body_bytes < len(content)
+    # within the limit the code is read ...
+    assert _must(wechat.classify(_response(200, content))).code == 40001
+    # ... over it the body is ignored: success on 200, the status decides otherwise
+    assert small.classify(_response(200, content)) is None
+    c = _must(small.classify(_response(503, content)))
+    assert c.source == "http"
+    assert c.code is None
+
+
+def test_default_body_limit(wechat: Policy) -> None:
+    limit = wechat.retry.max_body_bytes
+    content = b'{"errcode": 40001, "pad": "' + b"x" * limit + b'"}'
+    assert len(content) > limit
+    assert wechat.classify(_response(200, content)) is None
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_bool_errcode_is_not_a_code(wechat: Policy, raw: bool) -> None:
+    c = _must(wechat.classify(_json(200, {"errcode": raw, "errmsg": "weird"})))
+    assert c.code is None  # True == 1 and False == 0 in Python; neither may pass for a code
+    assert not c.known
+    assert c.category is wechat.unknown_category
+    assert c.source == "body"
+
+
+@pytest.mark.parametrize("raw", ["abc", "", [40001], {"v": 1}, 1.5, "4e4", "99999999999999999999999"])
+def test_unusable_errcode_is_an_error_without_code(wechat: Policy, raw: object) -> None:
+    c = _must(wechat.classify(_json(200, {"errcode": raw, "errmsg": "weird"})))
+    assert c.code is None
+    assert not c.known
+    assert c.category is wechat.unknown_category
+    assert c.message == "weird"
+    assert "usable code" in c.description
+
+
+def test_long_vendor_message_is_truncated(wechat: Policy) -> None:
+    c = _must(wechat.classify(_json(200, {"errcode": 40001, "errmsg": "m" * 10_000})))
+    assert 0 < len(c.message) <= 1000
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def test_unread_stream_only_status_counts(wechat: Policy) -> None:
+    content = json.dumps({"errcode": 40001, "errmsg": "invalid credential"}).encode()
+    ok = httpx.Response(200, stream=httpx.ByteStream(content))
+    assert wechat.classify(ok) is None  # the body is not read, so a 200 is success
+    with pytest.raises(httpx.ResponseNotRead):
+        _ = ok.content  # classify did not read it behind the caller's back
+
+    bad = httpx.Response(502, stream=httpx.ByteStream(content))
+    c = _must(wechat.classify(bad))
+    assert c.source == "http"
+    assert c.code is None
+    assert c.category is Category.RETRYABLE
+
+    # once read, the code in the body counts
+    ok.read()
+    assert _must(wechat.classify(ok)).code == 40001
+
+
+def test_streamed_client_response(wechat: Policy) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        content = json.dumps({"errcode": 42001, "errmsg": "access_token expired"}).encode()
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=httpx.ByteStream(content))
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(handler)) as client,
+        client.stream("GET", "https://api.weixin.qq.com/cgi-bin/user/get") as response,
+    ):
+        assert response.is_stream_consumed is False
+        assert wechat.classify(response) is None
+        response.read()
+        c = _must(wechat.classify(response))
+    assert c.code == 42001
+    assert c.category is Category.TOKEN_REFRESH
+
+
+# -- the classification object ----------------------------------------------------------------
+
+
+def test_classification_is_frozen(wechat: Policy) -> None:
+    c = _must(wechat.classify(_json(200, {"errcode": 40001})))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.category = Category.FATAL  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.code = 1  # type: ignore[misc]
+    assert c.category is Category.TOKEN_REFRESH
+
+
+def test_rule_is_frozen(wechat: Policy) -> None:
+    rule = wechat.rule_for(40001)
+    assert rule is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.category = Category.FATAL  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("platform", "response"),
+    [
+        ("wechat", _json(200, {"errcode": 40001, "errmsg": "invalid credential rid: 1-a"})),
+        ("whatsapp_cloud", _json(400, _graph_error(190, 463))),
+        ("wechat", _response(502, _HTML_502)),
+    ],
+    ids=["wechat", "cloud", "http"],
+)
+def test_as_dict_is_json(platform: str, response: httpx.Response) -> None:
+    c = _must(load_policy(platform).classify(response))
+    d = c.as_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["category"] == c.category.value
+    assert isinstance(d["category"], str)
+    assert d["code"] == c.code
+    assert d["source"] == c.source
+    assert set(d) == {f.name for f in dataclasses.fields(c)}
+
+
+def test_explain_has_no_vendor_message(wechat: Policy) -> None:
+    c = wechat.explain(40001)
+    assert c.message == ""
+    assert c.status_code is None
+    assert c.category is Category.TOKEN_REFRESH
+    unknown = wechat.explain(987_654_321)
+    assert not unknown.known
+    assert unknown.category is wechat.unknown_category
+
+
+def test_category_values() -> None:
+    assert sorted(c.value for c in Category) == sorted(["retryable", "token-refresh", "user-action", "fatal"])
+    assert Category("token-refresh") is Category.TOKEN_REFRESH
+    assert all(isinstance(c, str) and str(c) == c.value for c in Category)  # StrEnum: usable as plain text
+
+
+def test_public_api() -> None:
+    expected = [
+        "BUILTIN_POLICIES",
+        "EXTENSION",
+        "AsyncRetryTransport",
+        "AsyncTokenHook",
+        "Category",
+        "Classification",
+        "ConfigurationError",
+        "Policy",
+        "PolicyError",
+        "RequestFailed",
+        "RequestRejected",
+        "ResendUnsafe",
+        "RetriesExhausted",
+        "RetryPolicyError",
+        "RetrySettings",
+        "RetryTransport",
+        "Rule",
+        "Token",
+        "TokenHook",
+        "TokenPlacement",
+        "TokenRefreshFailed",
+        "UserActionRequired",
+        "__version__",
+        "is_testing",
+        "load_policy",
+        "redact_url",
+        "set_testing",
+    ]
+    assert sorted(retrypolicy.__all__) == sorted(expected)
+    assert len(retrypolicy.__all__) == len(set(retrypolicy.__all__))
+    for name in retrypolicy.__all__:
+        assert hasattr(retrypolicy, name), name
+    namespace: dict[str, Any] = {}
+    exec("from retrypolicy import *", namespace)
+    assert set(expected) <= set(namespace)
