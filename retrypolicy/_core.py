@@ -364,7 +364,9 @@ class RetryCore:
         manager = self.managers.get(policy.platform)
         placement = policy.token
         token = token_in(request, placement) if manager is not None else None
-        if manager is not None and token is None:
+        # Fill in a token when the request has none, or replace one the platform already refused
+        # (a client with a default Authorization header keeps sending the old one).
+        if manager is not None and (token is None or manager.is_rejected(token)):
             try:
                 token = yield FetchToken(manager)
             except TokenHookError as exc:
@@ -439,6 +441,7 @@ class RetryCore:
                 yield Close(response)
             if decision.action == "renew":
                 assert manager is not None
+                calls_before = manager.hook_calls
                 try:
                     fresh = yield RenewToken(manager, token)
                 except TokenHookError as exc:
@@ -452,7 +455,9 @@ class RetryCore:
                         response=response,
                         url=redact_url(request.url),
                     ) from None
-                self._emit("token_renewed", c, request, state.attempt, elapsed, renewed=manager.hook_calls)
+                # hook_called: False when another request had renewed already and this one reuses that token
+                hook_called = manager.hook_calls != calls_before
+                self._emit("token_renewed", c, request, state.attempt, elapsed, hook_called=hook_called)
                 token = fresh
                 request = with_token(request, placement, fresh)
             else:

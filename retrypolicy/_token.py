@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, runtime_checkable
@@ -79,6 +80,15 @@ class _TokenState:
     lifetime: float | None = None
     calls: int = 0  # hook calls so far (a failed call counts)
     last_error: TokenHookError | None = None
+    rejected: deque[str] = field(default_factory=lambda: deque(maxlen=16))  # recent tokens a platform refused
+
+    def is_rejected(self, token: str) -> bool:
+        """Was this token refused and replaced? Requests still carrying it get the current one."""
+        return token != self.value and token in self.rejected
+
+    def _reject(self, stale: str | None) -> None:
+        if stale is not None and stale not in self.rejected:
+            self.rejected.append(stale)
 
     def fresh(self) -> str | None:
         """The current token unless missing or within its renewal margin."""
@@ -114,6 +124,7 @@ class _TokenState:
             raise TokenHookError("token hook returned the same token the platform just rejected")
         if expires_in is not None and (not isinstance(expires_in, (int, float)) or expires_in <= 0):
             raise TokenHookError(f"token hook returned an invalid expires_in {expires_in!r}")
+        self._reject(stale)
         self.value = value
         self.lifetime = float(expires_in) if expires_in is not None else None
         self.expires_at = self.clock() + expires_in if expires_in is not None else None
@@ -127,6 +138,8 @@ class _TokenState:
         failed, its error is raised here, so waiters do not call a failing hook one by one.
         """
         if not self.needs_hook(stale):
+            if stale is not None and stale != self.value:
+                self._reject(stale)
             return self.value
         if self.calls != seen and self.last_error is not None:
             raise self.last_error.copy()
@@ -180,6 +193,10 @@ class _ManagerBase:
     def current(self) -> str | None:
         """The token in use now, if any (no renewal)."""
         return self._state.value
+
+    def is_rejected(self, token: str) -> bool:
+        """Did the platform refuse this token, which has since been replaced?"""
+        return self._state.is_rejected(token)
 
     def __repr__(self) -> str:
         name = getattr(self.hook, "__qualname__", type(self.hook).__name__)

@@ -158,6 +158,16 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # noqa: PLC0415 - the demo pulls in the fakes; keep other commands light
+
+    if not 1 <= args.requests <= 10000:
+        raise _Usage(f"--requests must be from 1 to 10000, got {args.requests}")
+    for platform in BUILTIN_POLICIES if args.platform == "all" else (args.platform,):
+        run_demo(platform, requests=args.requests)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retrypolicy", description="Messaging-platform error codes, classified.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -183,6 +193,11 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--category", choices=[c.value for c in Category])
     ls.add_argument("--format", choices=["table", "markdown", "json"], default="table")
     ls.set_defaults(func=cmd_list)
+
+    d = sub.add_parser("demo", help="a scripted outage on an embedded fake platform")
+    d.add_argument("platform", nargs="?", default="wechat", choices=[*BUILTIN_POLICIES, "all"])
+    d.add_argument("--requests", type=int, default=40, help="concurrent sends (default 40)")
+    d.set_defaults(func=cmd_demo)
 
     lint = sub.add_parser("lint", help="validate a policy file")
     lint.add_argument("file")

@@ -511,3 +511,36 @@ def test_no_secret_in_logs_exceptions_or_reprs(mode: str) -> None:
     for text in texts:
         assert "secretvalue" not in text
     assert "access_token=***" in str(info.value)
+
+
+def test_refused_token_in_client_headers_is_replaced_up_front(mode: str) -> None:
+    """A client whose default header still holds a refused token: after one renewal, later
+    requests go out with the current token on their first attempt (pywa keeps its own header)."""
+    hook = CountingHook("wa")
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        if request.headers["authorization"] == "Bearer wa1-secretvalue":
+            return httpx.Response(200, json={"messages": [{"id": "wamid.1"}]})
+        return httpx.Response(401, json={"error": {"code": 190, "error_subcode": 463, "message": "expired"}})
+
+    url = "https://graph.facebook.com/v21.0/123/messages"
+    headers = {"Authorization": "Bearer old-token-from-pywa"}
+    if mode == "sync":
+        transport = retrypolicy.RetryTransport("whatsapp_cloud", token=hook, transport=httpx.MockTransport(handler))
+        with httpx.Client(transport=transport, headers=headers) as client:
+            for _ in range(3):
+                assert client.post(url, json={}).status_code == 200
+    else:
+        import anyio  # noqa: PLC0415
+
+        async def run() -> None:
+            t = retrypolicy.AsyncRetryTransport("whatsapp_cloud", token=hook, transport=httpx.MockTransport(handler))
+            async with httpx.AsyncClient(transport=t, headers=headers) as client:
+                for _ in range(3):
+                    assert (await client.post(url, json={})).status_code == 200
+
+        anyio.run(run)
+    assert seen == ["Bearer old-token-from-pywa"] + ["Bearer wa1-secretvalue"] * 3
+    assert hook.calls == 1
