@@ -13,17 +13,20 @@ from __future__ import annotations
 from ._core import EXTENSION, is_testing, set_testing
 from ._errors import (
     ConfigurationError,
+    CooldownActive,
     PolicyError,
     RequestFailed,
     RequestRejected,
     ResendUnsafe,
     RetriesExhausted,
+    RetryBudgetExhausted,
     RetryPolicyError,
     TokenRefreshFailed,
     UserActionRequired,
 )
 from ._load import BUILTIN_POLICIES, load_policy
-from ._policy import Category, Classification, Policy, RetrySettings, Rule, TokenPlacement
+from ._overload import ActiveCooldown, RetryBudget, Snapshot
+from ._policy import Category, Classification, Cooldown, Policy, RetrySettings, Rule, TokenPlacement
 from ._redact import redact_url
 from ._token import AsyncTokenHook, Token, TokenHook
 from ._transport import AsyncRetryTransport, RetryTransport
@@ -33,6 +36,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTIN_POLICIES",
     "EXTENSION",
+    "ActiveCooldown",
+    "Cooldown",
+    "CooldownActive",
+    "RetryBudget",
+    "RetryBudgetExhausted",
+    "Snapshot",
     "AsyncRetryTransport",
     "AsyncTokenHook",
     "Category",

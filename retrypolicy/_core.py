@@ -13,6 +13,7 @@ Two layers, both free of I/O:
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import random
 import time
@@ -27,13 +28,16 @@ from httpx._multipart import MultipartStream
 
 from ._errors import (
     ConfigurationError,
+    CooldownActive,
     RequestFailed,
     RequestRejected,
     ResendUnsafe,
     RetriesExhausted,
+    RetryBudgetExhausted,
     TokenRefreshFailed,
     UserActionRequired,
 )
+from ._overload import Budgets, Cooldowns, RetryBudget, Snapshot, Stats
 from ._policy import Category, Classification, Policy, RetrySettings, TokenPlacement
 from ._redact import redact_url, scrub
 from ._token import AsyncTokenManager, TokenHookError, TokenManager
@@ -267,6 +271,26 @@ def replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, _REPLAYABLE)
 
 
+def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
+    """The recipient named in a JSON request body (the table's ``recipient`` paths), if any."""
+    if not isinstance(request.stream, httpx.ByteStream):
+        return None
+    try:
+        body = json.loads(request.content)
+    except (ValueError, RecursionError, httpx.RequestNotRead):
+        return None
+    for path in policy.recipient:
+        value: object = body
+        for key in path:
+            if isinstance(key, int):
+                value = value[key] if isinstance(value, list) and -len(value) <= key < len(value) else None
+            else:
+                value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
 def readable(response: httpx.Response, max_bytes: int) -> bool:
     """Should the body be read for an error code? Only small JSON or text bodies with a length."""
     length = response.headers.get("content-length")
@@ -299,6 +323,7 @@ class RetryCore:
         max_renewals: int,
         raise_on: Collection[Category],
         logger: Logger | None,
+        budget: RetryBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -311,6 +336,9 @@ class RetryCore:
         self.clock = clock
         self.wall_clock = wall_clock
         self._default_options: dict[str, _Options] = {}
+        self.budgets = Budgets(budget)
+        self.cooldowns = Cooldowns(clock)
+        self.stats = Stats()
 
     def policy_for(self, request: httpx.Request) -> Policy | None:
         if isinstance(self.policies, Policy):
@@ -360,9 +388,13 @@ class RetryCore:
         if policy is None:
             passed: httpx.Response = yield Send(request)
             return passed
+        platform = policy.platform
         opts = self.options(policy, request)
-        manager = self.managers.get(policy.platform)
+        manager = self.managers.get(platform)
         placement = policy.token
+        stats = self.stats
+        with stats.lock:
+            stats.requests += 1
         token = token_in(request, placement) if manager is not None else None
         # Fill in a token when the request has none, or replace one the platform already refused
         # (a client with a default Authorization header keeps sending the old one).
@@ -371,17 +403,36 @@ class RetryCore:
                 token = yield FetchToken(manager)
             except TokenHookError as exc:
                 c = exc.classification or _token_classification(policy)
-                self._emit("gave_up", c, request, 0, 0.0, reason=str(exc))
-                raise TokenRefreshFailed(
-                    self._message(c, str(exc), 0, request), classification=c, attempts=0, url=redact_url(request.url)
-                ) from None
+                raise self._give_up(TokenRefreshFailed, c, request, 0, 0.0, str(exc)) from None
             request = with_token(request, placement, token)
         can_replay = replayable(request)  # before sending: a transport may swap the stream once read
+        recipient: str | None = None
+        exempt = False  # the request that started a cooldown resends after its own wait, not blocked by it
         state = _FIRST_ATTEMPT
         started = self.clock()
         while True:
+            if self.cooldowns and not exempt:  # only while a cooldown runs: nothing to check on the hot path
+                if recipient is None and policy.recipient:
+                    recipient = recipient_of(request, policy)
+                blocked = self.cooldowns.blocking(platform, recipient)
+                if blocked is not None:
+                    left, cause, scope = blocked
+                    assert isinstance(cause, Classification)
+                    reason = f"an {scope} cooldown started by code {cause.code} has {left:.3g} s left"
+                    raise self._give_up(
+                        CooldownActive,
+                        cause,
+                        request,
+                        state.attempt - 1,
+                        self.clock() - started,
+                        reason,
+                        remaining=left,
+                    )
+            exempt = False
             response: httpx.Response | None = None
             sent = True
+            with stats.lock:
+                stats.attempts += 1
             try:
                 response = yield Send(request)
                 if not hasattr(response, "_content") and readable(response, policy.retry.max_body_bytes):
@@ -396,6 +447,9 @@ class RetryCore:
             else:
                 c = policy.classify(response)  # type: ignore[assignment]
                 if c is None:
+                    self.budgets.success(platform, policy.budget)
+                    with stats.lock:
+                        stats.succeeded += 1
                     return response
                 error = None
             # failure path from here on: nothing below runs for a successful response
@@ -403,6 +457,23 @@ class RetryCore:
                 token = token_in(request, placement)
             c = replace(c, message=scrub(c.message, self.secrets(token)))
             elapsed = self.clock() - started
+            if c.cooldown is not None:
+                if c.cooldown.scope == "recipient" and recipient is None:
+                    recipient = recipient_of(request, policy)
+                if c.cooldown.scope == "app" or recipient is not None:
+                    seconds = _scaled(c.cooldown.duration(self.wall_clock()))
+                    key = "" if c.cooldown.scope == "app" else recipient or ""
+                    self.cooldowns.start(platform, c.cooldown.scope, key, seconds, c)
+                    exempt = True
+                    self._emit(
+                        "cooldown_started",
+                        c,
+                        request,
+                        state.attempt,
+                        elapsed,
+                        scope=c.cooldown.scope,
+                        seconds=round(seconds, 3),
+                    )
             idempotent = opts.idempotent if opts.idempotent is not None else request.method in IDEMPOTENT_METHODS
             if c.ambiguous and not idempotent:
                 resend_safe, why = False, f"{request.method} may have been carried out; resending could duplicate it"
@@ -425,45 +496,74 @@ class RetryCore:
                 retry_after=retry_after,
                 wait=wait,
             )
+            if decision.action == "retry" and not self.budgets.spend(platform, policy.budget):
+                decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
             if decision.action == "give_up":
-                self._emit("gave_up", c, request, state.attempt, elapsed, reason=decision.reason)
                 assert decision.error is not None
                 if response is not None and c.category not in self.raise_on:
+                    self._give_up(decision.error, c, request, state.attempt, elapsed, decision.reason)
                     response.extensions = {**response.extensions, EXTENSION: c}
                     return response
                 if response is not None:
                     yield Close(response)
-                message = self._message(c, decision.reason, state.attempt, request)
-                raise decision.error(
-                    message, classification=c, attempts=state.attempt, response=response, url=redact_url(request.url)
-                ) from error
+                exc_out = self._give_up(
+                    decision.error, c, request, state.attempt, elapsed, decision.reason, response=response
+                )
+                raise exc_out from error
             if response is not None:
                 yield Close(response)
             if decision.action == "renew":
                 assert manager is not None
-                calls_before = manager.hook_calls
                 try:
-                    fresh = yield RenewToken(manager, token)
+                    fresh, hook_called = yield RenewToken(manager, token)
                 except TokenHookError as exc:
-                    reason = str(exc)
                     c = exc.classification or c
-                    self._emit("gave_up", c, request, state.attempt, elapsed, reason=reason)
-                    raise TokenRefreshFailed(
-                        self._message(c, reason, state.attempt, request),
-                        classification=c,
-                        attempts=state.attempt,
-                        response=response,
-                        url=redact_url(request.url),
-                    ) from None
+                    raise self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, str(exc)) from None
                 # hook_called: False when another request had renewed already and this one reuses that token
-                hook_called = manager.hook_calls != calls_before
+                if hook_called:
+                    with stats.lock:
+                        stats.renewals += 1
                 self._emit("token_renewed", c, request, state.attempt, elapsed, hook_called=hook_called)
                 token = fresh
                 request = with_token(request, placement, fresh)
             else:
+                with stats.lock:
+                    stats.retries += 1
                 self._emit("retry_scheduled", c, request, state.attempt, elapsed, delay=round(decision.delay, 3))
                 yield Sleep(_scaled(decision.delay))
             state = state.next(c, decision)
+
+    def _give_up(
+        self,
+        error: type[RequestFailed],
+        c: Classification,
+        request: httpx.Request,
+        attempts: int,
+        elapsed: float,
+        reason: str,
+        *,
+        response: httpx.Response | None = None,
+        **extra: Any,
+    ) -> RequestFailed:
+        """Log the give-up, count it, and build the exception (the caller raises it)."""
+        with self.stats.lock:
+            self.stats.gave_up[c.category.value] += 1
+        self._emit("gave_up", c, request, attempts, elapsed, reason=reason, error=error.__name__)
+        return error(
+            self._message(c, reason, attempts, request),
+            classification=c,
+            attempts=attempts,
+            response=response,
+            url=redact_url(request.url),
+            **extra,
+        )
+
+    def snapshot(self) -> Snapshot:
+        """Counters since the transport was created, the budget levels and the running cooldowns."""
+        with self.stats.lock:
+            st = self.stats
+            counts = (st.requests, st.attempts, st.retries, st.renewals, st.succeeded, dict(st.gave_up))
+        return Snapshot(*counts, budget=self.budgets.levels(), cooldowns=self.cooldowns.active())
 
     def _emit(
         self, event: str, c: Classification, request: httpx.Request, attempt: int, elapsed: float, **extra: Any

@@ -11,7 +11,9 @@
         ├── RetriesExhausted              still failing after the last allowed attempt or the deadline
         ├── ResendUnsafe                  retryable, but resending could duplicate it (ambiguous
         │                                 failure of a non-idempotent request, or a one-shot body)
-        └── TokenRefreshFailed            the token hook failed, or a fresh token was refused too
+        ├── TokenRefreshFailed            the token hook failed, or a fresh token was refused too
+        ├── RetryBudgetExhausted          retryable, but the transport's retry budget is empty
+        └── CooldownActive                not sent: a cooldown from an earlier code is running
 
 Every :class:`RequestFailed` carries ``.classification`` (what the platform said, classified
 by the policy table), ``.attempts`` (how many times the request was sent) and ``.response``
@@ -21,7 +23,7 @@ contain a credential: the URL is redacted and vendor text is scrubbed of known s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
@@ -34,6 +36,8 @@ __all__ = [
     "RequestFailed",
     "RequestRejected",
     "ResendUnsafe",
+    "CooldownActive",
+    "RetryBudgetExhausted",
     "RetriesExhausted",
     "RetryPolicyError",
     "TokenRefreshFailed",
@@ -119,3 +123,20 @@ class ResendUnsafe(RequestFailed):
 
 class TokenRefreshFailed(RequestFailed):
     """The token hook raised, timed out or returned nothing, or a fresh token was refused."""
+
+
+class RetryBudgetExhausted(RequestFailed):
+    """A retryable failure given up at once: the transport's retry budget for this platform is
+    empty (many recent retries, few successes), so retrying would add load to a struggling platform.
+    """
+
+
+class CooldownActive(RequestFailed):
+    """The request was not sent: an earlier response started a cooldown (a quota or rate limit
+    for the whole app or for this recipient). ``remaining`` is the time left in seconds;
+    ``classification`` is the code that started it; ``attempts`` is how many were sent before.
+    """
+
+    def __init__(self, message: str, *, remaining: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.remaining = remaining

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import PolicyError
-from ._policy import Category, Extraction, Policy, RetrySettings, Rule, TokenPlacement
+from ._policy import Category, Cooldown, Extraction, Policy, RetrySettings, Rule, TokenPlacement
 from ._policy import Path as FieldPath
 
 __all__ = ["BUILTIN_POLICIES", "load_policy", "policy_from_mapping"]
@@ -22,14 +22,16 @@ BUILTIN_POLICIES = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud")
 
 _TOP_KEYS = {
     "schema", "platform", "title", "docs", "extends", "unknown_category", "success_codes",
-    "ambiguous_http", "extract", "token", "retry", "http", "rules",
+    "ambiguous_http", "extract", "token", "retry", "http", "rules", "recipient", "budget",
 }  # fmt: skip
 _EXTRACT_KEYS = {
     "code", "message", "details", "subcode", "request_id", "transient", "request_id_pattern", "failure",
 }  # fmt: skip
 _RULE_KEYS = {
     "code", "range", "subcode", "category", "description", "remediation", "note", "min_delay", "ambiguous",
+    "cooldown",
 }  # fmt: skip
+_UNTIL = re.compile(r"([01]\d|2[0-3]):[0-5]\d[+-](0\d|1[0-4]):[0-5]\d")
 _HTTP_KEY = re.compile(r"[1-5](?:\d\d|xx)")
 _CATEGORIES = ", ".join(c.value for c in Category)
 
@@ -117,6 +119,10 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
     http = dict(base.http) if base else {}
     http.update(v.http(data.get("http")))
 
+    recipient: tuple[FieldPath, ...] = base.recipient if base else ()
+    if "recipient" in data:
+        recipient = v.paths({"recipient": data["recipient"]}, "recipient", (), where="")
+    budget = v.budget(data.get("budget"), base.budget if base else None)
     rules = v.rules(data.get("rules", []))
     if base is not None:
         rules = _merge(base.rules, rules)
@@ -131,6 +137,8 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
         success_codes=success,
         unknown_category=unknown,
         ambiguous_http=ambiguous_http,
+        recipient=recipient,
+        budget=budget,
         docs=docs,
         source=source,
     )
@@ -196,14 +204,16 @@ class _Validator:
             raise self.error("must be a list of integers", field=key)
         return frozenset(value)
 
-    def paths(self, section: Mapping[str, Any], key: str, default: tuple[FieldPath, ...]) -> tuple[FieldPath, ...]:
+    def paths(
+        self, section: Mapping[str, Any], key: str, default: tuple[FieldPath, ...], where: str = "extract."
+    ) -> tuple[FieldPath, ...]:
         if key not in section:
             return default
         value = section[key]
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
-            raise self.error("must be a list of dotted paths (strings)", field=f"extract.{key}")
+            raise self.error("must be a list of dotted paths (strings)", field=f"{where}{key}")
         return tuple(_parse_path(p) for p in value)
 
     def extraction(self, value: object, base: Extraction | None) -> Extraction:
@@ -286,6 +296,44 @@ class _Validator:
             out[key] = self.category(raw, None, f"http.{key}")
         return out
 
+    def cooldown(self, raw: object, rule: str) -> Cooldown | None:
+        if raw is None:
+            return None
+        ok = (
+            isinstance(raw, Mapping)
+            and raw.get("scope") in ("app", "recipient")
+            and set(raw) <= {"scope", "seconds", "until"}
+        )
+        if ok and isinstance(raw, Mapping):
+            seconds, until = raw.get("seconds"), raw.get("until")
+            if (seconds is None) == (until is None):
+                ok = False
+            elif seconds is not None:
+                ok = _is_number(seconds) and 0 < seconds <= 86400
+            else:
+                ok = isinstance(until, str) and _UNTIL.fullmatch(until) is not None
+        if not ok or not isinstance(raw, Mapping):
+            raise self.error(
+                'must be { scope = "app" | "recipient", seconds = N } or { scope = ..., until = "HH:MM+08:00" }',
+                rule=rule,
+                field="cooldown",
+            )
+        return Cooldown(scope=raw["scope"], seconds=float(raw.get("seconds") or 0), until=raw.get("until") or "")
+
+    def budget(self, value: object, base: object) -> object:
+        if value is None:
+            return base
+        section = self.table(value, "budget")
+        self.keys(section, {"enabled", "capacity", "retry_cost", "refill"}, "budget")
+        if section.get("enabled", True) is False:
+            return False
+        from ._overload import RetryBudget  # noqa: PLC0415 - avoids an import cycle
+
+        try:
+            return RetryBudget(**{k: v for k, v in section.items() if k != "enabled"})
+        except (ValueError, TypeError) as exc:
+            raise self.error(str(exc), field="budget") from None
+
     def rules(self, value: object) -> list[Rule]:
         if not isinstance(value, list):
             raise self.error("must be an array of tables ([[rules]])", field="rules")
@@ -352,6 +400,7 @@ class _Validator:
         ambiguous = raw.get("ambiguous", False)
         if not isinstance(ambiguous, bool):
             raise self.error("must be true or false", rule=name, field="ambiguous")
+        cooldown = self.cooldown(raw.get("cooldown"), name)
         return Rule(
             category=category,
             description=description.strip(),
@@ -362,6 +411,7 @@ class _Validator:
             note=note.strip() if note else None,
             min_delay=float(min_delay),
             ambiguous=ambiguous,
+            cooldown=cooldown,
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
-__all__ = ["Category", "Classification", "Extraction", "Policy", "RetrySettings", "Rule", "TokenPlacement"]
+__all__ = ["Category", "Classification", "Cooldown", "Extraction", "Policy", "RetrySettings", "Rule", "TokenPlacement"]
 
 _decode = json.JSONDecoder().decode  # str in: skips json.loads' encoding sniffing (bodies are UTF-8)
 _MAX_TEXT = 500  # longest vendor message kept in a classification
@@ -36,6 +36,31 @@ class Category(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Cooldown:
+    """After this code, requests in ``scope`` fail fast locally for a while.
+
+    ``scope`` is ``"app"`` (every request to the platform) or ``"recipient"`` (requests to the
+    same recipient, read from the request body with the table's ``recipient`` paths). The length
+    is ``seconds``, or lasts ``until`` a wall-clock time such as ``"00:00+08:00"`` (the next
+    midnight in Beijing, when WeChat's daily quotas reset).
+    """
+
+    scope: Literal["app", "recipient"]
+    seconds: float = 0.0
+    until: str = ""
+
+    def duration(self, now_wall: float) -> float:
+        """Seconds from ``now_wall`` (a Unix time) to the end of the cooldown."""
+        if not self.until:
+            return self.seconds
+        hhmm, sign, offset = self.until[:5], self.until[5], self.until[6:]
+        shift = (int(offset[:2]) * 3600 + int(offset[3:5]) * 60) * (1 if sign == "+" else -1)
+        target = int(hhmm[:2]) * 3600 + int(hhmm[3:5]) * 60
+        local = (now_wall + shift) % 86400
+        return (target - local) % 86400 or 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One row of a policy table: a code (or inclusive range) and what it means."""
 
@@ -48,6 +73,7 @@ class Rule:
     note: str | None = None
     min_delay: float = 0.0
     ambiguous: bool = False
+    cooldown: Cooldown | None = None
 
     @property
     def label(self) -> str:
@@ -78,6 +104,7 @@ class Classification:
     note: str | None = None
     min_delay: float = 0.0
     ambiguous: bool = False
+    cooldown: Cooldown | None = None
     known: bool = True
     source: Literal["body", "http", "transport"] = "body"
 
@@ -97,6 +124,9 @@ class Classification:
             "note": self.note,
             "min_delay": self.min_delay,
             "ambiguous": self.ambiguous,
+            "cooldown": None
+            if self.cooldown is None
+            else {"scope": self.cooldown.scope, "seconds": self.cooldown.seconds, "until": self.cooldown.until},
             "known": self.known,
             "source": self.source,
         }
@@ -218,6 +248,8 @@ class Policy:
     success_codes: frozenset[int] = frozenset({0})
     unknown_category: Category = Category.FATAL
     ambiguous_http: frozenset[int] = frozenset({500, 502, 504})
+    recipient: tuple[Path, ...] = ()
+    budget: Any = None  # a RetryBudget, or False to switch the budget off; None: the transport's
     docs: str = ""
     source: str = "<policy>"
     _exact: dict[tuple[int, int | None], Rule] = field(init=False, repr=False, compare=False)
@@ -410,6 +442,7 @@ class Policy:
             note=rule.note,
             min_delay=rule.min_delay,
             ambiguous=rule.ambiguous,
+            cooldown=rule.cooldown,
         )
 
     def _from_status(self, status_code: int, reason: str) -> Classification:

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -203,6 +203,13 @@ class _ManagerBase:
         return f"<{type(self).__name__} hook={name} calls={self._state.calls}>"
 
 
+class Renewal(NamedTuple):
+    """The outcome of :meth:`TokenManager.renew`: the token, and whether this call ran the hook."""
+
+    token: str
+    hook_called: bool
+
+
 class TokenManager(_ManagerBase):
     """Thread-safe single-flight renewal around a synchronous hook."""
 
@@ -223,21 +230,21 @@ class TokenManager(_ManagerBase):
     def get(self) -> str:
         """A token to send: the current one, or a new one if none or near expiry."""
         current = self._state.fresh()
-        return current if current is not None else self.renew(None)
+        return current if current is not None else self.renew(None).token
 
-    def renew(self, stale: str | None) -> str:
+    def renew(self, stale: str | None) -> Renewal:
         """A token newer than ``stale``; runs the hook only if nobody renewed meanwhile."""
         seen = self._state.calls
         with self._lock:
             state = self._state
             current = state.begin(stale, seen)
             if current is not None:
-                return current
+                return Renewal(current, False)
             try:
                 result = self._call()
             except TokenHookError as exc:
-                return state.fail(exc, stale)
-            return state.finish(result, stale)
+                return Renewal(state.fail(exc, stale), True)
+            return Renewal(state.finish(result, stale), True)
 
     def _call(self) -> object:
         box: list[object] = []
@@ -275,25 +282,26 @@ class AsyncTokenManager(_ManagerBase):
 
     async def get(self) -> str:
         current = self._state.fresh()
-        return current if current is not None else await self.renew(None)
+        return current if current is not None else (await self.renew(None)).token
 
-    async def renew(self, stale: str | None) -> str:
+    async def renew(self, stale: str | None) -> Renewal:
         seen = self._state.calls
         async with self._lock:
             state = self._state
             current = state.begin(stale, seen)
             if current is not None:
-                return current
+                return Renewal(current, False)
             try:
                 with anyio.fail_after(self.timeout):
                     result = await self._call()
             except TimeoutError:
-                return state.fail(TokenHookError(f"token hook did not return within {self.timeout:g} s"), stale)
+                timeout = TokenHookError(f"token hook did not return within {self.timeout:g} s")
+                return Renewal(state.fail(timeout, stale), True)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # noqa: BLE001 - reported to the caller
-                return state.fail(_describe(exc), stale)
-            return state.finish(result, stale)
+                return Renewal(state.fail(_describe(exc), stale), True)
+            return Renewal(state.finish(result, stale), True)
 
     async def _call(self) -> object:
         acall = getattr(self.hook, "acall", None)

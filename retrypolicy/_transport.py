@@ -22,6 +22,7 @@ from ._core import (
 )
 from ._errors import ConfigurationError
 from ._load import load_policy
+from ._overload import RetryBudget, Snapshot
 from ._policy import Category, Policy, RetrySettings
 from ._token import AnyTokenHook, AsyncTokenManager, TokenHook, TokenManager
 
@@ -57,6 +58,15 @@ def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any
     return {next(iter(platforms)): token}
 
 
+_DEFAULT_BUDGET = RetryBudget()
+
+
+def _budget(budget: object) -> RetryBudget | None:
+    if budget is not None and not isinstance(budget, RetryBudget):
+        raise ConfigurationError(f"budget must be a retrypolicy.RetryBudget or None, got {type(budget).__name__}")
+    return budget
+
+
 def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category]:
     if raise_on is None:
         return frozenset(Category)
@@ -90,6 +100,8 @@ class RetryTransport(httpx.BaseTransport):
     one of those (hosts not in the mapping pass through untouched; ``"*"`` matches any).
     ``token``: a hook returning ``str`` or :class:`Token`, or ``{platform: hook}``.
     ``retry``: :class:`RetrySettings` replacing the table's defaults.
+    ``budget``: the retry budget (:class:`RetryBudget`; ``None`` turns it off); a table's
+    ``[budget]`` section overrides it for that platform.
     ``raise_on``: categories that raise (all by default); a final failure of any other category
     is returned as the response, with the classification in ``response.extensions["retrypolicy"]``.
     """
@@ -104,13 +116,20 @@ class RetryTransport(httpx.BaseTransport):
         max_renewals: int = 1,
         raise_on: Collection[Category | str] | None = None,
         token_timeout: float = 30.0,
+        budget: RetryBudget | None = _DEFAULT_BUDGET,
         logger: Any = None,
     ) -> None:
         _check(retry, max_renewals)
         policies = _policies(policy)
         managers = {p: TokenManager(h, timeout=token_timeout) for p, h in _hooks(token, policies).items()}
         self._core = RetryCore(
-            policies, managers, retry=retry, max_renewals=max_renewals, raise_on=_raise_on(raise_on), logger=logger
+            policies,
+            managers,
+            retry=retry,
+            max_renewals=max_renewals,
+            raise_on=_raise_on(raise_on),
+            logger=logger,
+            budget=_budget(budget),
         )
         self._transport = transport if transport is not None else httpx.HTTPTransport()
 
@@ -152,6 +171,10 @@ class RetryTransport(httpx.BaseTransport):
             return manager.get() if isinstance(action, FetchToken) else manager.renew(action.stale)
         raise AssertionError(f"unknown action {action!r}")  # pragma: no cover
 
+    def snapshot(self) -> Snapshot:
+        """Counters (requests, attempts, retries, renewals, outcomes), budget levels, cooldowns."""
+        return self._core.snapshot()
+
     def close(self) -> None:
         self._transport.close()
 
@@ -172,13 +195,20 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         max_renewals: int = 1,
         raise_on: Collection[Category | str] | None = None,
         token_timeout: float = 30.0,
+        budget: RetryBudget | None = _DEFAULT_BUDGET,
         logger: Any = None,
     ) -> None:
         _check(retry, max_renewals)
         policies = _policies(policy)
         managers = {p: AsyncTokenManager(h, timeout=token_timeout) for p, h in _hooks(token, policies).items()}
         self._core = RetryCore(
-            policies, managers, retry=retry, max_renewals=max_renewals, raise_on=_raise_on(raise_on), logger=logger
+            policies,
+            managers,
+            retry=retry,
+            max_renewals=max_renewals,
+            raise_on=_raise_on(raise_on),
+            logger=logger,
+            budget=_budget(budget),
         )
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
@@ -219,6 +249,10 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             assert isinstance(manager, AsyncTokenManager)
             return await (manager.get() if isinstance(action, FetchToken) else manager.renew(action.stale))
         raise AssertionError(f"unknown action {action!r}")  # pragma: no cover
+
+    def snapshot(self) -> Snapshot:
+        """Counters (requests, attempts, retries, renewals, outcomes), budget levels, cooldowns."""
+        return self._core.snapshot()
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -21,7 +21,7 @@ import httpx
 import structlog
 
 from ._core import is_testing, set_testing
-from ._errors import RequestFailed
+from ._errors import CooldownActive, RequestFailed
 from ._transport import AsyncRetryTransport
 from .testing import (
     Busy,
@@ -37,18 +37,21 @@ from .testing import (
     UserAction,
 )
 
-__all__ = ["PLATFORMS", "SCENARIO", "DemoSummary", "run_demo"]
+__all__ = ["PLATFORMS", "QUOTA_FAULT", "QUOTA_PROBES", "SCENARIO", "DemoSummary", "run_demo"]
 
 SCENARIO: tuple[Fault, ...] = (
     Busy(),
     Busy(),
-    RateLimited(retry_after=2.0),
     TokenExpired(),
     GatewayError(502),
     UserAction(),
     Busy(),
 )
-"""The faults the fake applies, in order, to the first API requests of the burst."""
+"""Phase 1: the faults the fake applies, in order, to the first API requests of the burst."""
+
+QUOTA_FAULT: Fault = RateLimited(retry_after=2.0)
+"""Phase 2: one send hits the platform's rate limit; meanwhile ``QUOTA_PROBES`` more are sent."""
+QUOTA_PROBES = 5
 
 PLATFORMS: dict[str, Callable[[], FakePlatform]] = {
     "wechat": FakeWeChat,
@@ -71,6 +74,7 @@ class DemoSummary:
     gave_up: Counter[str] = field(default_factory=Counter)  # category -> requests given up
     failures: Counter[str] = field(default_factory=Counter)  # category -> classified failures seen
     messages_sent: int = 0  # messages the fake accepted
+    failed_fast: int = 0  # requests refused locally by a cooldown, never sent
     seconds: float = 0.0
 
 
@@ -94,6 +98,8 @@ def _request(fake: FakePlatform, i: int) -> tuple[str, dict[str, Any]]:
 def _logger(out: TextIO, colors: bool, summary: DemoSummary) -> Any:
     def count(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         name = str(event.get("event", ""))
+        if name.endswith("cooldown_started") or event.get("error") == "CooldownActive":
+            return event  # not a response from the platform: counted as failed fast
         summary.failures[str(event.get("category"))] += 1
         if name.endswith("retry_scheduled"):
             summary.retries += 1
@@ -118,7 +124,7 @@ def _logger(out: TextIO, colors: bool, summary: DemoSummary) -> Any:
     )
 
 
-async def _burst(fake: FakePlatform, n: int, logger: Any, summary: DemoSummary) -> None:
+async def _scenario(fake: FakePlatform, n: int, logger: Any, summary: DemoSummary, out: TextIO) -> None:
     def counted(request: httpx.Request) -> httpx.Response:
         summary.attempts += 1  # every request the retry transport sends (token hooks bypass it)
         return fake(request)
@@ -131,6 +137,9 @@ async def _burst(fake: FakePlatform, n: int, logger: Any, summary: DemoSummary) 
             url, kwargs = _request(fake, i)
             try:
                 response = await client.post(url, **kwargs)
+            except CooldownActive:
+                summary.failed_fast += 1
+                return
             except RequestFailed:
                 return
             if response.is_success:
@@ -139,7 +148,19 @@ async def _burst(fake: FakePlatform, n: int, logger: Any, summary: DemoSummary) 
         async with anyio.create_task_group() as tg:
             for i in range(n):
                 tg.start_soon(send, i)
-        summary.renewals = transport._core.managers[fake.platform].hook_calls - 1  # the first is the initial fill
+
+        print(f"\n== phase 2: one send hits the rate limit; {QUOTA_PROBES} more are sent meanwhile\n", file=out)
+        retries_before = transport.snapshot().retries
+        fake.script(QUOTA_FAULT)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, n)
+            with anyio.fail_after(5):
+                while transport.snapshot().retries == retries_before:  # until the rate limit was answered
+                    await anyio.sleep(0.001)
+            for i in range(n + 1, n + 1 + QUOTA_PROBES):
+                tg.start_soon(send, i)
+        summary.requests += 1 + QUOTA_PROBES
+        summary.renewals = transport.snapshot().renewals
 
 
 def run_demo(
@@ -158,7 +179,7 @@ def run_demo(
     started = time.monotonic()
     try:
         print(f"== {platform}: {requests} concurrent sends; the fake injects: {_faults()}\n", file=out)
-        anyio.run(_burst, fake, requests, _logger(out, colors, summary), summary)
+        anyio.run(_scenario, fake, requests, _logger(out, colors, summary), summary, out)
     finally:
         set_testing(was_testing)
     summary.seconds = time.monotonic() - started
@@ -168,7 +189,7 @@ def run_demo(
 
 
 def _faults() -> str:
-    return ", ".join(type(f).__name__ for f in SCENARIO)
+    return ", ".join(type(f).__name__ for f in SCENARIO) + f"; then {type(QUOTA_FAULT).__name__}"
 
 
 def _print_summary(s: DemoSummary, out: TextIO, colors: bool) -> None:
@@ -181,6 +202,7 @@ def _print_summary(s: DemoSummary, out: TextIO, colors: bool) -> None:
         ("token renewals (hook calls)", s.renewals),
         ("succeeded", s.succeeded),
         ("messages the platform accepted", s.messages_sent),
+        ("failed fast during a cooldown", s.failed_fast),
     ]
     for label, value in rows:
         print(f"  {label:<34} {value:>5}", file=out)
@@ -189,6 +211,7 @@ def _print_summary(s: DemoSummary, out: TextIO, colors: bool) -> None:
         print(f"    {category:<32} {s.failures[category]:>13} {s.gave_up[category]:>8}", file=out)
     print(
         "\nNothing was sent twice: the 502 answered a POST, which may have gone through, so it was not "
-        "resent (ResendUnsafe); the user-action error needs a person (UserActionRequired).",
+        "resent (ResendUnsafe); the user-action error needs a person (UserActionRequired). Requests "
+        "refused during a rate-limit cooldown never reached the platform (CooldownActive).",
         file=out,
     )

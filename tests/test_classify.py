@@ -537,6 +537,12 @@ def test_public_api() -> None:
         "load_policy",
         "redact_url",
         "set_testing",
+        "ActiveCooldown",
+        "Cooldown",
+        "CooldownActive",
+        "RetryBudget",
+        "RetryBudgetExhausted",
+        "Snapshot",
     ]
     assert sorted(retrypolicy.__all__) == sorted(expected)
     assert len(retrypolicy.__all__) == len(set(retrypolicy.__all__))

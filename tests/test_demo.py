@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from retrypolicy import BUILTIN_POLICIES, cli, is_testing
-from retrypolicy.demo import SCENARIO, run_demo
+from retrypolicy import BUILTIN_POLICIES, cli, is_testing, load_policy
+from retrypolicy.demo import PLATFORMS, QUOTA_PROBES, SCENARIO, run_demo
 from retrypolicy.testing import Busy, GatewayError, RateLimited, TokenExpired, UserAction
 
 
@@ -15,18 +15,24 @@ from retrypolicy.testing import Busy, GatewayError, RateLimited, TokenExpired, U
 def test_summary_matches_the_scenario(platform: str) -> None:
     out = io.StringIO()
     s = run_demo(platform, requests=30, out=out, colors=False)
-    retried = sum(isinstance(f, (Busy, RateLimited)) for f in SCENARIO)
+    retried = sum(isinstance(f, (Busy, RateLimited)) for f in SCENARIO) + 1  # + the phase-2 rate limit
     unrecoverable = sum(isinstance(f, (GatewayError, UserAction)) for f in SCENARIO)
     assert sum(isinstance(f, TokenExpired) for f in SCENARIO) == 1
-    assert s.requests == 30
+    # does this platform's rate-limit code start a cooldown? (then the phase-2 probes fail fast)
+    rate_code = PLATFORMS[platform]().FAULT_CODES["rate_limited"]
+    rule = load_policy(platform).rule_for(rate_code)
+    assert rule is not None
+    blocked = QUOTA_PROBES if rule.cooldown is not None else 0
+    assert s.requests == 30 + 1 + QUOTA_PROBES
     assert s.retries == retried
     assert s.renewals == 1  # one expiry, one hook call, however many requests saw it
-    assert s.succeeded == 30 - unrecoverable
+    assert s.failed_fast == blocked
+    assert s.succeeded == s.requests - unrecoverable - blocked
     assert s.messages_sent == s.succeeded  # the platform accepted each message exactly once
     assert dict(s.gave_up) == {"retryable": 1, "user-action": 1}  # the POST 502 and the user-action code
     assert s.failures["retryable"] == retried + 1 and s.failures["user-action"] == 1
-    # every token failure was resent once, every retry once, nothing else
-    assert s.attempts == s.requests + s.retries + s.failures["token-refresh"]
+    # every token failure was resent once, every retry once; requests refused by a cooldown never sent
+    assert s.attempts == s.requests - blocked + s.retries + s.failures["token-refresh"]
     text = out.getvalue()
     assert "retrypolicy.retry_scheduled" in text and "retrypolicy.gave_up" in text
     assert f"summary: {platform}" in text and "\033[" not in text  # plain text when not a terminal

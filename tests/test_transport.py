@@ -100,7 +100,8 @@ def test_retry_after_http_date_in_future(mode: str) -> None:
 def test_rule_min_delay_applies(mode: str) -> None:
     with capture_logs() as logs:
         send(mode, Recorder([wechat(45011), ok()]), policy="wechat")
-    assert logs[0]["code"] == 45011 and logs[0]["delay"] >= 60
+    assert [e["event"] for e in logs] == ["retrypolicy.cooldown_started", "retrypolicy.retry_scheduled"]
+    assert logs[1]["code"] == 45011 and logs[1]["delay"] >= 60
 
 
 def test_wait_past_deadline_gives_up_at_once(mode: str) -> None:
