@@ -276,8 +276,8 @@ def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
     if not isinstance(request.stream, httpx.ByteStream):
         return None
     try:
-        body = json.loads(request.content)
-    except (ValueError, RecursionError, httpx.RequestNotRead):
+        body = json.loads(b"".join(request.stream))  # a ByteStream yields its bytes, again and again
+    except (ValueError, RecursionError):
         return None
     for path in policy.recipient:
         value: object = body

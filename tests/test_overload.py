@@ -1,0 +1,204 @@
+"""Retry budget, cooldowns and the snapshot, through the sync and the async transport alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+import retrypolicy
+from retrypolicy import Cooldown, RetryBudget
+
+from .support import MODES, Recorder, make_client, ok, wechat
+
+SEND = "https://api.weixin.qq.com/cgi-bin/message/custom/send?access_token=t0k3n-value"
+CLOUD = "https://graph.facebook.com/v21.0/123/messages"
+
+
+@pytest.fixture(autouse=True)
+def testing_mode() -> Iterator[None]:
+    retrypolicy.set_testing(True)
+    yield
+    retrypolicy.set_testing(False)
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+class Session:
+    """One transport (so budget and cooldowns persist) used for several requests, sync or async."""
+
+    def __init__(self, mode: str, handler: Any, **kwargs: Any) -> None:
+        self.mode = mode
+        self.client = make_client(mode, handler, **kwargs)
+
+    @property
+    def transport(self) -> Any:
+        return self.client._transport
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        if self.mode == "sync":
+            response: httpx.Response = self.client.post(url, **kwargs)
+            return response
+
+        async def run() -> httpx.Response:
+            response: httpx.Response = await self.client.post(url, **kwargs)
+            return response
+
+        return anyio.run(run)
+
+
+def cloud_error(code: int, status: int = 429) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "message": f"error {code}", "fbtrace_id": "Ftr"}})
+
+
+# -- retry budget ------------------------------------------------------------------------------
+
+
+def test_empty_budget_gives_up_at_once(mode: str) -> None:
+    rec = Recorder(default=lambda r: wechat(-1))
+    s = Session(mode, rec, policy="wechat", budget=RetryBudget(capacity=3, retry_cost=1, refill=0.5))
+    with pytest.raises(retrypolicy.RetriesExhausted):
+        s.post(SEND)  # 4 attempts, 3 retries: the bucket is now empty
+    assert len(rec.requests) == 4
+    with capture_logs() as logs, pytest.raises(retrypolicy.RetryBudgetExhausted) as info:
+        s.post(SEND)
+    assert len(rec.requests) == 5  # one attempt, no retry
+    assert info.value.classification.code == -1 and info.value.attempts == 1
+    assert logs[-1]["event"] == "retrypolicy.gave_up" and logs[-1]["reason"] == "the retry budget is empty"
+    assert logs[-1]["error"] == "RetryBudgetExhausted"
+    assert s.transport.snapshot().budget == {"wechat": 0.0}
+
+
+def test_successes_refill_the_budget(mode: str) -> None:
+    answers = iter([wechat(-1)] * 4 + [ok(), ok()] + [wechat(-1), ok()])
+    rec = Recorder(default=lambda r: next(answers))
+    s = Session(mode, rec, policy="wechat", budget=RetryBudget(capacity=3, retry_cost=1, refill=0.5))
+    with pytest.raises(retrypolicy.RetriesExhausted):
+        s.post(SEND)
+    s.post(SEND)
+    s.post(SEND)  # two successes: +1.0
+    assert s.transport.snapshot().budget == {"wechat": 1.0}
+    assert s.post(SEND).json()["errcode"] == 0  # a failure, then one paid retry that succeeds
+    assert s.transport.snapshot().budget == {"wechat": 0.5}
+
+
+def test_budget_can_be_switched_off(mode: str, tmp_path: Any) -> None:
+    rec = Recorder(default=lambda r: wechat(-1))
+    s = Session(mode, rec, policy="wechat", budget=None)
+    for _ in range(3):
+        with pytest.raises(retrypolicy.RetriesExhausted):
+            s.post(SEND)
+    assert len(rec.requests) == 12
+    # a table can switch it off (or resize it) for its platform
+    table = tmp_path / "mine.toml"
+    table.write_text('extends = "wechat"\n[budget]\nenabled = false\n')
+    rec2 = Recorder(default=lambda r: wechat(-1))
+    s2 = Session(mode, rec2, policy=str(table), budget=RetryBudget(capacity=1))
+    for _ in range(2):
+        with pytest.raises(retrypolicy.RetriesExhausted):
+            s2.post(SEND)
+    assert len(rec2.requests) == 8
+
+
+def test_bad_budget_is_a_clear_error() -> None:
+    with pytest.raises(retrypolicy.ConfigurationError, match="retry_cost"):
+        RetryBudget(retry_cost=0)
+    with pytest.raises(retrypolicy.ConfigurationError, match="budget"):
+        retrypolicy.RetryTransport(policy="wechat", budget=5)  # type: ignore[arg-type]
+
+
+# -- cooldowns ---------------------------------------------------------------------------------
+
+
+def test_app_cooldown_fails_fast_without_sending(mode: str) -> None:
+    retrypolicy.set_testing(False)  # cooldowns are scaled like waits in testing mode
+    rec = Recorder([cloud_error(130429)], default=lambda r: httpx.Response(200, json={"messages": [{"id": "m"}]}))
+    s = Session(mode, rec, policy="whatsapp_cloud", token=lambda: "tok-abcdef")
+    no_retry = {"extensions": {"retrypolicy": {"retry": False}}, "json": {"to": "15550001"}}
+    with capture_logs() as logs, pytest.raises(retrypolicy.RetriesExhausted):
+        s.post(CLOUD, **no_retry)
+    assert logs[0]["event"] == "retrypolicy.cooldown_started"
+    assert logs[0]["scope"] == "app" and logs[0]["seconds"] == 1.0 and logs[0]["code"] == 130429
+    with pytest.raises(retrypolicy.CooldownActive) as info:
+        s.post(CLOUD, json={"to": "15550002"})
+    assert len(rec.requests) == 1  # the second request never left
+    assert 0 < info.value.remaining <= 1.0 and info.value.attempts == 0
+    assert info.value.classification.code == 130429
+    active = s.transport.snapshot().cooldowns
+    assert [(c.platform, c.scope, c.code) for c in active] == [("whatsapp_cloud", "app", 130429)]
+    # after the cooldown, requests go through again
+    cooldowns = s.transport._core.cooldowns
+    now = cooldowns.clock()
+    cooldowns.clock = lambda: now + 1.5
+    assert s.post(CLOUD, json={"to": "15550002"}).status_code == 200
+    assert s.transport.snapshot().cooldowns == []
+
+
+def test_recipient_cooldown_blocks_only_that_recipient(mode: str) -> None:
+    retrypolicy.set_testing(False)
+    rec = Recorder([cloud_error(131056, 400)], default=lambda r: httpx.Response(200, json={"messages": [{"id": "m"}]}))
+    s = Session(mode, rec, policy="whatsapp_cloud", token=lambda: "tok-abcdef")
+    with pytest.raises(retrypolicy.RetriesExhausted):
+        s.post(CLOUD, json={"to": "A"}, extensions={"retrypolicy": {"retry": False}})
+    with pytest.raises(retrypolicy.CooldownActive, match="recipient cooldown"):
+        s.post(CLOUD, json={"to": "A"})
+    assert s.post(CLOUD, json={"to": "B"}).status_code == 200
+    assert [r.read() and r.url.path for r in rec.requests] == ["/v21.0/123/messages"] * 2
+
+
+def test_request_that_started_a_cooldown_retries_after_its_wait(mode: str) -> None:
+    retrypolicy.set_testing(True, scale=0.001)  # 60 s -> 60 ms: the cooldown and the wait scale alike
+    rec = Recorder([wechat(45011)], default=lambda r: ok())
+    s = Session(mode, rec, policy="wechat")
+    assert s.post(SEND).json()["errcode"] == 0  # not blocked by its own cooldown
+    assert len(rec.requests) == 2
+
+
+def test_daily_cooldown_lasts_until_midnight_beijing() -> None:
+    rule = retrypolicy.load_policy("wechat").rule_for(45009)
+    assert rule is not None and rule.cooldown == Cooldown(scope="app", until="00:00+08:00")
+    # 2026-11-23 23:30 in Beijing is 15:30 UTC
+    import datetime as dt  # noqa: PLC0415
+
+    now = dt.datetime(2026, 11, 23, 15, 30, tzinfo=dt.UTC).timestamp()
+    assert rule.cooldown.duration(now) == 30 * 60
+    assert Cooldown(scope="app", seconds=6).duration(now) == 6
+
+
+def test_daily_quota_user_action_then_fail_fast(mode: str) -> None:
+    retrypolicy.set_testing(False)
+    rec = Recorder([wechat(45009, "reach max api daily quota limit")], default=lambda r: ok())
+    s = Session(mode, rec, policy="wechat")
+    with pytest.raises(retrypolicy.UserActionRequired):
+        s.post(SEND)
+    with pytest.raises(retrypolicy.CooldownActive) as info:
+        s.post(SEND)
+    assert info.value.remaining > 0 and len(rec.requests) == 1
+
+
+# -- snapshot ----------------------------------------------------------------------------------
+
+
+def test_snapshot_counts(mode: str) -> None:
+    hook_values = iter(["tok-one-abc", "tok-two-abc"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return wechat(42001) if request.url.params["access_token"] == "tok-one-abc" else ok()
+
+    rec = Recorder([wechat(-1), handler, handler, wechat(45015)])
+    s = Session(mode, rec, policy="wechat", token=lambda: next(hook_values))
+    s.post(SEND.split("?", maxsplit=1)[0])  # -1, then 42001, then ok
+    with pytest.raises(retrypolicy.UserActionRequired):
+        s.post(SEND.split("?", maxsplit=1)[0])
+    snap = s.transport.snapshot()
+    assert (snap.requests, snap.attempts, snap.retries, snap.renewals, snap.succeeded) == (2, 4, 1, 1, 1)
+    assert snap.gave_up == {"user-action": 1}
+    assert snap.budget == {"wechat": 99.1}  # 100 - 1 retry + 0.1 for one success
