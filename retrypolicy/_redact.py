@@ -16,7 +16,11 @@ SECRET_PARAMS = frozenset(
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
 _LOWER_PARAMS = frozenset(p.lower() for p in SECRET_PARAMS)
 # name=value pairs in free text (query strings, form bodies echoed by a server)
-_PAIR = re.compile(r"(?i)\b(" + "|".join(sorted(map(re.escape, SECRET_PARAMS))) + r")(\s*[=:]\s*\"?)([^\s&\"',;]+)")
+# name=value (query strings, forms) or "name": "value" (JSON); not "name: value", which is prose
+# ("Error validating access token: Session has expired").
+_PAIR = re.compile(
+    r"(?i)\b(" + "|".join(sorted(map(re.escape, SECRET_PARAMS))) + r")(\s*=\s*|\"\s*:\s*\")([^\s&\"',;]+)"
+)
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 
 

@@ -586,7 +586,10 @@ class TencentUserSig:
             raise ConfigurationError(f"identifier must be a non-empty str, got {identifier!r}")
         if isinstance(expire, bool) or not isinstance(expire, int) or expire <= 0:
             raise ConfigurationError(f"expire must be a positive number of seconds (int), got {expire!r}")
-        now = int(self._clock())
+        # Two signatures made in the same second would be identical, and a renewal that returns the
+        # rejected UserSig again is refused; so each new one is dated at least a second after the last.
+        now = max(int(self._clock()), getattr(self, "_last_time", 0) + 1)
+        self._last_time = now
         doc: dict[str, Any] = {
             "TLS.ver": "2.0",
             "TLS.identifier": identifier,
