@@ -13,6 +13,7 @@ Two layers, both free of I/O:
 from __future__ import annotations
 
 import email.utils
+import fnmatch
 import json
 import math
 import random
@@ -474,7 +475,12 @@ class RetryCore:
                         scope=c.cooldown.scope,
                         seconds=round(seconds, 3),
                     )
-            idempotent = opts.idempotent if opts.idempotent is not None else request.method in IDEMPOTENT_METHODS
+            idempotent = opts.idempotent
+            if idempotent is None:
+                path = request.url.path
+                idempotent = request.method in IDEMPOTENT_METHODS or any(
+                    fnmatch.fnmatchcase(path, glob) for glob in policy.idempotent_paths
+                )
             if c.ambiguous and not idempotent:
                 resend_safe, why = False, f"{request.method} may have been carried out; resending could duplicate it"
             elif sent and not can_replay:

@@ -22,7 +22,7 @@ BUILTIN_POLICIES = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud")
 
 _TOP_KEYS = {
     "schema", "platform", "title", "docs", "extends", "unknown_category", "success_codes",
-    "ambiguous_http", "extract", "token", "retry", "http", "rules", "recipient", "budget",
+    "ambiguous_http", "extract", "token", "retry", "http", "rules", "recipient", "budget", "idempotent_paths",
 }  # fmt: skip
 _EXTRACT_KEYS = {
     "code", "message", "details", "subcode", "request_id", "transient", "request_id_pattern", "failure",
@@ -123,6 +123,12 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
     if "recipient" in data:
         recipient = v.paths({"recipient": data["recipient"]}, "recipient", (), where="")
     budget = v.budget(data.get("budget"), base.budget if base else None)
+    idempotent_paths = base.idempotent_paths if base else ()
+    if "idempotent_paths" in data:
+        globs = data["idempotent_paths"]
+        if not isinstance(globs, list) or not all(isinstance(g, str) and g.startswith("/") for g in globs):
+            raise v.error("must be a list of URL path globs starting with '/'", field="idempotent_paths")
+        idempotent_paths = tuple(globs)
     rules = v.rules(data.get("rules", []))
     if base is not None:
         rules = _merge(base.rules, rules)
@@ -139,6 +145,7 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
         ambiguous_http=ambiguous_http,
         recipient=recipient,
         budget=budget,
+        idempotent_paths=idempotent_paths,
         docs=docs,
         source=source,
     )

@@ -249,6 +249,7 @@ class Policy:
     unknown_category: Category = Category.FATAL
     ambiguous_http: frozenset[int] = frozenset({500, 502, 504})
     recipient: tuple[Path, ...] = ()
+    idempotent_paths: tuple[str, ...] = ()  # URL path globs safe to resend after an ambiguous failure
     budget: Any = None  # a RetryBudget, or False to switch the budget off; None: the transport's
     docs: str = ""
     source: str = "<policy>"

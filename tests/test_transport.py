@@ -545,3 +545,14 @@ def test_refused_token_in_client_headers_is_replaced_up_front(mode: str) -> None
         anyio.run(run)
     assert seen == ["Bearer old-token-from-pywa"] + ["Bearer wa1-secretvalue"] * 3
     assert hook.calls == 1
+
+
+def test_table_marks_read_only_post_endpoints_safe(mode: str) -> None:
+    rec = Recorder([httpx.ReadTimeout("timed out"), ok(user_info_list=[])])
+    url = "https://api.weixin.qq.com/cgi-bin/user/info/batchget?access_token=given-token-abc"
+    assert send(mode, rec, url=url, policy="wechat", request={"json": {"user_list": []}}).status_code == 200
+    assert len(rec.requests) == 2  # resent: the table lists it in idempotent_paths
+    rec = Recorder([httpx.ReadTimeout("timed out")], default=lambda r: ok())
+    with pytest.raises(retrypolicy.ResendUnsafe):
+        send(mode, rec, policy="wechat", request={"json": {}})  # a message send is not
+    assert len(rec.requests) == 1
