@@ -5,6 +5,7 @@ Public API (everything else is private)::
 
     load_policy(name_or_path) -> Policy          Policy.classify(response) -> Classification | None
     RetryTransport / AsyncRetryTransport         Token, RetrySettings, set_testing()
+    TokenStore, MemoryTokenStore, RedisTokenStore  sharing one token between transports and processes
     Category, Classification, Rule               the exception tree (see retrypolicy._errors)
 """
 
@@ -28,8 +29,10 @@ from ._load import BUILTIN_POLICIES, load_policy
 from ._overload import ActiveCooldown, RetryBudget, Snapshot
 from ._policy import Category, Classification, Cooldown, Policy, RetrySettings, Rule, TokenPlacement
 from ._redact import redact_url
+from ._store import MemoryTokenStore, TokenStore
 from ._token import AsyncTokenHook, Token, TokenHook
 from ._transport import AsyncRetryTransport, RetryTransport
+from .redis_store import RedisTokenStore  # imports redis-py only when used
 
 __version__ = "0.1.0"
 
@@ -67,4 +70,7 @@ __all__ = [
     "load_policy",
     "redact_url",
     "set_testing",
+    "MemoryTokenStore",
+    "RedisTokenStore",
+    "TokenStore",
 ]

@@ -1,9 +1,16 @@
 """Overload protection: a retry budget (token bucket) and table-driven cooldowns, plus counters.
 
-Both are small, thread-safe state holders the flow consults; they never sleep or log. The budget
+Both are small, thread-safe state holders the flow consults; they never sleep. The budget
 follows gRPC's retry throttling and botocore's retry quota: every retry spends, every success
 refills, and an empty bucket turns retryable failures into immediate give-ups, so that retries
 cannot multiply the load of a platform that is down.
+
+Both can be shared between processes through a store (:class:`SharedCooldowns`,
+:class:`SharedBudgets`, e.g. ``RedisTokenStore``) with :meth:`Cooldowns.share` and
+:meth:`Budgets.share`; the in-memory state stays the default and the fallback. The hot path
+stays local: shared cooldowns are pulled at most every ``interval`` seconds, refills are pushed
+at most every ``interval`` seconds, and only a retry (a spend) asks the store at once. A store
+that fails is skipped (see ``_store.StoreGuard``) and the local state goes on alone.
 """
 
 from __future__ import annotations
@@ -11,12 +18,44 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from ._errors import ConfigurationError
 
-__all__ = ["ActiveCooldown", "Cooldowns", "RetryBudget", "Snapshot", "Stats"]
+__all__ = ["ActiveCooldown", "Cooldowns", "RetryBudget", "SharedBudgets", "SharedCooldowns", "Snapshot", "Stats"]
+
+
+class _Guard(Protocol):  # _store.StoreGuard
+    def available(self) -> bool: ...
+
+    def failed(self, exc: BaseException, operation: str) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+
+@runtime_checkable
+class SharedCooldowns(Protocol):
+    """Cooldowns shared between processes. ``name`` is a store key (platform and app).
+
+    ``cooldown_pull`` returns the store's clock (an opaque number to pass back as ``since``) and
+    the cooldowns started at or after ``since`` (all running ones when ``None``) that still run:
+    ``(scope, key, seconds left, classification)``.
+    """
+
+    def cooldown_start(self, name: str, scope: str, key: str, seconds: float, classification: object) -> None: ...
+
+    def cooldown_pull(self, name: str, since: float | None) -> tuple[float, list[tuple[str, str, float, object]]]: ...
+
+
+@runtime_checkable
+class SharedBudgets(Protocol):
+    """A retry budget shared between processes: ``budget_take`` adds ``refill`` (up to
+    ``capacity``), then takes ``cost`` if the level allows (``cost`` 0: refill only); returns
+    (taken, the level after)."""
+
+    def budget_take(self, name: str, capacity: float, cost: float, refill: float) -> tuple[bool, float]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +81,12 @@ class RetryBudget:
 
 
 class _Bucket:
-    __slots__ = ("level", "settings")
+    __slots__ = ("level", "pending", "settings")
 
     def __init__(self, settings: RetryBudget) -> None:
         self.settings = settings
         self.level = settings.capacity
+        self.pending = 0.0  # refills not yet pushed to a shared budget
 
 
 class Budgets:
@@ -57,6 +97,48 @@ class Budgets:
         self.settings = settings
         self._buckets: dict[str, _Bucket | None] = {}
         self._lock = threading.Lock()
+        self._shared: SharedBudgets | None = None
+        self._names: Mapping[str, str] = {}
+        self._guard: _Guard | None = None
+        self._interval = 1.0
+        self._clock: Callable[[], float] = time.monotonic
+        self._next_push = 0.0
+
+    def share(
+        self,
+        shared: SharedBudgets,
+        names: Mapping[str, str],
+        guard: _Guard,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Keep the buckets of ``names`` (platform -> store key) in ``shared`` from now on."""
+        self._names = dict(names)
+        self._guard = guard
+        self._interval = interval
+        self._clock = clock
+        self._shared = shared
+
+    def _take(self, platform: str, bucket: _Bucket, cost: float) -> bool | None:
+        """Ask the shared budget (pushing the pending refills); None if it cannot answer."""
+        shared, guard, name = self._shared, self._guard, self._names.get(platform)
+        if shared is None or guard is None or name is None or not guard.available():
+            return None
+        with self._lock:
+            pending, bucket.pending = bucket.pending, 0.0
+        settings = bucket.settings
+        try:
+            taken, level = shared.budget_take(name, settings.capacity, cost, pending)
+        except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
+            guard.failed(exc, "budget")
+            with self._lock:
+                bucket.pending += pending
+            return None
+        guard.succeeded()
+        with self._lock:
+            bucket.level = level
+        return taken
 
     def _bucket(self, platform: str, table: object = None) -> _Bucket | None:
         try:
@@ -71,6 +153,10 @@ class Budgets:
         bucket = self._bucket(platform, table)
         if bucket is None:
             return True
+        if self._shared is not None:
+            taken = self._take(platform, bucket, bucket.settings.retry_cost)
+            if taken is not None:
+                return taken
         with self._lock:
             if bucket.level < bucket.settings.retry_cost:
                 return False
@@ -79,9 +165,26 @@ class Budgets:
 
     def success(self, platform: str, table: object = None) -> None:
         bucket = self._bucket(platform, table)
-        if bucket is not None and bucket.level < bucket.settings.capacity:
+        if bucket is None:
+            return
+        if self._shared is not None:
+            with self._lock:
+                bucket.pending += bucket.settings.refill
+                bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
+            now = self._clock()
+            if now >= self._next_push:  # refills reach the shared budget once per interval
+                self._next_push = now + self._interval
+                self.push()
+            return
+        if bucket.level < bucket.settings.capacity:
             with self._lock:
                 bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
+
+    def push(self) -> None:
+        """Push the pending refills of every bucket to the shared budget now."""
+        for platform, bucket in list(self._buckets.items()):
+            if bucket is not None and bucket.pending > 0:
+                self._take(platform, bucket, 0.0)
 
     def levels(self) -> dict[str, float]:
         with self._lock:
@@ -106,11 +209,56 @@ class Cooldowns:
         self._until: dict[tuple[str, str, str], tuple[float, object]] = {}
         self._lock = threading.Lock()
         self.clock = clock
+        self._shared: SharedCooldowns | None = None
+        self._names: Mapping[str, str] = {}
+        self._guard: _Guard | None = None
+        self._interval = 1.0
+        self._next_pull = 0.0
+        self._since: dict[str, float] = {}
+
+    def share(self, shared: SharedCooldowns, names: Mapping[str, str], guard: _Guard, *, interval: float = 1.0) -> None:
+        """Share the cooldowns of ``names`` (platform -> store key) through ``shared`` from now on:
+        starts are written at once, others' starts are read at most every ``interval`` seconds."""
+        self._names = dict(names)
+        self._guard = guard
+        self._interval = interval
+        self._next_pull = 0.0
+        self._shared = shared
 
     def __bool__(self) -> bool:
+        if self._shared is not None and self.clock() >= self._next_pull:
+            self.pull()
         return bool(self._until)
 
+    def pull(self) -> None:
+        """Read the cooldowns other processes started (the flow does it once per interval)."""
+        shared, guard = self._shared, self._guard
+        self._next_pull = self.clock() + self._interval
+        if shared is None or guard is None or not guard.available():
+            return
+        for platform, name in self._names.items():
+            try:
+                now, entries = shared.cooldown_pull(name, self._since.get(name))
+            except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
+                guard.failed(exc, "cooldown_pull")
+                return
+            guard.succeeded()
+            self._since[name] = now
+            for scope, key, left, classification in entries:
+                self._start(platform, scope, key, left, classification)
+
     def start(self, platform: str, scope: str, key: str, seconds: float, classification: object) -> None:
+        self._start(platform, scope, key, seconds, classification)
+        shared, guard, name = self._shared, self._guard, self._names.get(platform)
+        if shared is not None and guard is not None and name is not None and guard.available():
+            try:
+                shared.cooldown_start(name, scope, key, seconds, classification)
+            except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
+                guard.failed(exc, "cooldown_start")
+            else:
+                guard.succeeded()
+
+    def _start(self, platform: str, scope: str, key: str, seconds: float, classification: object) -> None:
         until = self.clock() + seconds
         with self._lock:
             current = self._until.get((platform, scope, key))

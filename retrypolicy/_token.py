@@ -4,17 +4,26 @@ The bookkeeping (which token is current, whether a failed request needs a new on
 answer is checked) lives in :class:`_TokenState`, shared by the thread-safe
 :class:`TokenManager` and the task-safe :class:`AsyncTokenManager`; those two only add a lock,
 a timeout and the way they call the hook.
+
+With a :class:`~retrypolicy.TokenStore` (``_store.py``) the renewal is single-flight across
+processes too: :meth:`_ManagerBase._renewal` is a sans-IO generator (claim the store's lock or
+its fresh token, wait, call the hook, publish or record the failure) that both managers drive.
+The hot path never touches the store: a manager keeps its own copy of the token and asks the
+store only when that copy is missing, near expiry or rejected. If the store fails, the renewal
+goes on process-locally.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, TypeAlias, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -22,6 +31,7 @@ import anyio.to_thread
 from ._errors import ConfigurationError
 from ._policy import Classification
 from ._redact import scrub
+from ._store import Claim, SharedError, StoredToken, StoreGuard, TokenStore
 
 __all__ = ["AsyncTokenHook", "AsyncTokenManager", "Token", "TokenHook", "TokenHookError", "TokenManager"]
 
@@ -78,7 +88,7 @@ class _TokenState:
     value: str | None = None
     expires_at: float | None = None
     lifetime: float | None = None
-    calls: int = 0  # hook calls so far (a failed call counts)
+    calls: int = 0  # renewals finished so far, failed or not (a generation: see begin)
     last_error: TokenHookError | None = None
     rejected: deque[str] = field(default_factory=lambda: deque(maxlen=16))  # recent tokens a platform refused
 
@@ -129,13 +139,26 @@ class _TokenState:
         self.lifetime = float(expires_in) if expires_in is not None else None
         self.expires_at = self.clock() + expires_in if expires_in is not None else None
         self.last_error = None
+        self.calls += 1
         return value
 
-    def begin(self, stale: str | None, seen: int) -> str | None:
-        """Under the lock: a token if no hook call is needed, else None (and count the call).
+    def adopt(self, token: StoredToken, stale: str | None) -> str:
+        """Take a token another renewer stored (no hook call here)."""
+        if stale != token.value:
+            self._reject(stale)
+        self.value = token.value
+        self.lifetime = token.lifetime
+        self.expires_at = self.clock() + token.expires_in if token.expires_in is not None else None
+        self.last_error = None
+        self.calls += 1
+        return token.value
 
-        ``seen`` is the call count before waiting for the lock: if a renewal ran meanwhile and
-        failed, its error is raised here, so waiters do not call a failing hook one by one.
+    def begin(self, stale: str | None, seen: int) -> str | None:
+        """Under the lock: a token if no hook call is needed, else None.
+
+        ``seen`` is the count of finished renewals before waiting for the lock: if a renewal
+        finished meanwhile (even one already running when this request came) and failed, its
+        error is raised here, so waiters do not call a failing hook one by one.
         """
         if not self.needs_hook(stale):
             if stale is not None and stale != self.value:
@@ -143,18 +166,12 @@ class _TokenState:
             return self.value
         if self.calls != seen and self.last_error is not None:
             raise self.last_error.copy()
-        self.calls += 1
         return None
-
-    def finish(self, result: object, stale: str | None) -> str:
-        try:
-            return self.accept(result, stale)
-        except TokenHookError as exc:
-            return self.fail(exc, stale)
 
     def fail(self, error: TokenHookError, stale: str | None) -> str:
         """Record a failed hook call; return a still-valid token for a proactive renewal, or raise."""
         self.last_error = error
+        self.calls += 1
         if stale is None or stale != self.value:
             usable = self.usable()
             if usable is not None:
@@ -175,8 +192,63 @@ def _describe(exc: BaseException) -> TokenHookError:
     )
 
 
+# -- renewal as a sans-IO generator: what to do, never how ------------------------------------
+#
+# ``_ManagerBase._renewal`` yields these; the sync and async managers perform them (the same split
+# as ``_core.RetryCore.flow`` and the transports). A store operation that raises is thrown back in
+# as ``_StoreFailed`` and the renewal goes on process-locally.
+
+
+@dataclass(slots=True)
+class _ClaimOp:
+    stale: str | None
+
+
+@dataclass(slots=True)
+class _PublishOp:
+    expected: str | None
+    token: StoredToken
+
+
+@dataclass(slots=True)
+class _FailOp:
+    error: SharedError
+
+
+@dataclass(slots=True)
+class _WaitOp:
+    seconds: float
+
+
+class _HookOp:
+    __slots__ = ()
+
+
+_HOOK = _HookOp()
+_StoreOp: TypeAlias = _ClaimOp | _PublishOp | _FailOp
+_Op: TypeAlias = _StoreOp | _WaitOp | _HookOp
+_Renewing: TypeAlias = Generator[_Op, Any, "Renewal"]
+
+_FIRST_POLL = 0.005  # seconds between claims while another renewer holds the lock: doubling...
+_MAX_POLL = 0.1  # ...up to this
+_LEASE_SLACK = 5.0  # the renewal lock outlives the hook timeout by this much
+
+
+class _StoreFailed(Exception):
+    """Internal: a store operation raised (already logged by the guard)."""
+
+
 class _ManagerBase:
-    def __init__(self, hook: AnyTokenHook, *, timeout: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        hook: AnyTokenHook,
+        *,
+        timeout: float,
+        clock: Callable[[], float],
+        store: TokenStore | None = None,
+        key: str | None = None,
+        guard: StoreGuard | None = None,
+    ) -> None:
         if not callable(hook):
             raise ConfigurationError(f"token hook must be callable, got {type(hook).__name__}")
         if not timeout > 0:
@@ -184,11 +256,17 @@ class _ManagerBase:
         self.hook = hook
         self.timeout = timeout
         self._state = _TokenState(clock)
+        self._hook_calls = 0
+        self.store = store
+        self.key = key if key is not None else "default"
+        self.guard = guard if guard is not None or store is None else StoreGuard(store)
+        lease = getattr(store, "lease", None)
+        self.lease: float = float(lease) if isinstance(lease, (int, float)) and lease > 0 else timeout + _LEASE_SLACK
 
     @property
     def hook_calls(self) -> int:
-        """How many times the hook has been called."""
-        return self._state.calls
+        """How many times this manager has called the hook (tokens taken from a store not counted)."""
+        return self._hook_calls
 
     def current(self) -> str | None:
         """The token in use now, if any (no renewal)."""
@@ -200,7 +278,75 @@ class _ManagerBase:
 
     def __repr__(self) -> str:
         name = getattr(self.hook, "__qualname__", type(self.hook).__name__)
-        return f"<{type(self).__name__} hook={name} calls={self._state.calls}>"
+        return f"<{type(self).__name__} hook={name} calls={self._hook_calls}>"
+
+    # -- the renewal, once the local bookkeeping said the hook is needed
+
+    def _renewal(self, stale: str | None) -> _Renewing:
+        """Run under the manager's lock after :meth:`_TokenState.begin` returned None."""
+        if self.store is None or self.guard is None or not self.guard.available():
+            return (yield from self._local(stale))
+        state = self._state
+        deadline = time.monotonic() + self.lease + self.timeout
+        delay = _FIRST_POLL
+        seen: int | None = None
+        claim_stale = stale
+        while True:
+            try:
+                claim: Claim = yield _ClaimOp(claim_stale)
+            except _StoreFailed:
+                return (yield from self._local(stale))
+            if seen is None:
+                # attempts before the one in progress (ours if acquired, else the holder's we wait
+                # on): a failure recorded by a later attempt is one we waited on
+                seen = claim.calls - 1
+            if claim.status == "fresh" and claim.token is not None:
+                if claim.token.value in state.rejected:  # stored, but we know the platform refused it
+                    claim_stale = claim.token.value
+                else:
+                    return Renewal(state.adopt(claim.token, stale), False)
+            elif claim.error is not None and claim.error.calls > seen:
+                # the renewal we waited on failed: share its failure instead of calling the hook again
+                error = TokenHookError(claim.error.message, claim.error.classification)
+                if claim.status == "acquired":
+                    with contextlib.suppress(_StoreFailed):
+                        yield _FailOp(claim.error)  # releases the lock, keeps the failure recorded
+                return Renewal(state.fail(error, stale), False)
+            elif claim.status == "acquired":
+                break
+            if time.monotonic() >= deadline:
+                waited = TokenHookError(
+                    f"another process held the token renewal lock for more than {self.lease + self.timeout:g} s"
+                )
+                return Renewal(state.fail(waited, stale), False)
+            if claim.status == "busy":
+                yield _WaitOp(delay)
+                delay = min(delay * 2, _MAX_POLL)
+        # we hold the lock; re-read under it: claim.token is what the store has now
+        expected = claim.token.value if claim.token is not None else None
+        try:
+            result = yield _HOOK
+            value = state.accept(result, stale)
+        except TokenHookError as exc:
+            with contextlib.suppress(_StoreFailed):
+                yield _FailOp(SharedError(claim.calls, str(exc), exc.classification))
+            return Renewal(state.fail(exc, stale), True)
+        try:
+            newer = yield _PublishOp(expected, StoredToken(value, state.lifetime, state.lifetime))
+        except _StoreFailed:
+            return Renewal(value, True)
+        if newer is not None and newer.fresh(None):  # our lease ran out and someone stored theirs: converge
+            return Renewal(state.adopt(newer, None), True)
+        return Renewal(value, True)
+
+    def _local(self, stale: str | None) -> _Renewing:
+        state = self._state
+        try:
+            result = yield _HOOK
+            value = state.accept(result, stale)
+        except TokenHookError as exc:
+            return Renewal(state.fail(exc, stale), True)
+        return Renewal(value, True)
 
 
 class Renewal(NamedTuple):
@@ -211,7 +357,10 @@ class Renewal(NamedTuple):
 
 
 class TokenManager(_ManagerBase):
-    """Thread-safe single-flight renewal around a synchronous hook."""
+    """Thread-safe single-flight renewal around a synchronous hook.
+
+    With a ``store``, renewal is single-flight across everything sharing the store too.
+    """
 
     def __init__(
         self,
@@ -219,12 +368,15 @@ class TokenManager(_ManagerBase):
         *,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        store: TokenStore | None = None,
+        key: str | None = None,
+        guard: StoreGuard | None = None,
     ) -> None:
         if _is_async(hook):
             raise ConfigurationError(
                 "an async token hook needs AsyncRetryTransport; RetryTransport calls hooks synchronously"
             )
-        super().__init__(hook, timeout=timeout, clock=clock)
+        super().__init__(hook, timeout=timeout, clock=clock, store=store, key=key, guard=guard)
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -236,15 +388,51 @@ class TokenManager(_ManagerBase):
         """A token newer than ``stale``; runs the hook only if nobody renewed meanwhile."""
         seen = self._state.calls
         with self._lock:
-            state = self._state
-            current = state.begin(stale, seen)
+            current = self._state.begin(stale, seen)
             if current is not None:
                 return Renewal(current, False)
-            try:
-                result = self._call()
-            except TokenHookError as exc:
-                return Renewal(state.fail(exc, stale), True)
-            return Renewal(state.finish(result, stale), True)
+            return self._drive(self._renewal(stale))
+
+    def _drive(self, renewing: _Renewing) -> Renewal:
+        owner = uuid.uuid4().hex
+        holding = False  # may this renewal hold the store's lock?
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    op = renewing.throw(error) if error is not None else renewing.send(result)
+                except StopIteration as stop:
+                    renewal: Renewal = stop.value
+                    return renewal
+                result, error = None, None
+                if isinstance(op, _HookOp):
+                    self._hook_calls += 1
+                    try:
+                        result = self._call()
+                    except TokenHookError as exc:
+                        error = exc
+                elif isinstance(op, _WaitOp):
+                    time.sleep(op.seconds)
+                else:
+                    store, guard = self.store, self.guard
+                    assert store is not None and guard is not None
+                    holding = isinstance(op, _ClaimOp)
+                    try:
+                        result = _perform(store, self.key, owner, op, self.lease)
+                    except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
+                        guard.failed(exc, _op_name(op))
+                        error = _StoreFailed()
+                    else:
+                        guard.succeeded()
+                        holding = isinstance(result, Claim) and result.status == "acquired"
+        finally:
+            renewing.close()
+            if holding and self.store is not None and self.guard is not None and self.guard.available():
+                try:
+                    self.store.release(self.key, owner)
+                except Exception as exc:  # noqa: BLE001
+                    self.guard.failed(exc, "release")
 
     def _call(self) -> object:
         box: list[object] = []
@@ -266,18 +454,47 @@ class TokenManager(_ManagerBase):
         return box[0]
 
 
+def _op_name(op: _StoreOp) -> str:
+    return {_ClaimOp: "claim", _PublishOp: "publish", _FailOp: "fail"}[type(op)]
+
+
+def _perform(store: TokenStore, key: str, owner: str, op: _StoreOp, lease: float) -> Claim | StoredToken | None:
+    if isinstance(op, _ClaimOp):
+        return store.claim(key, owner, lease, op.stale)
+    if isinstance(op, _PublishOp):
+        return store.publish(key, owner, op.expected, op.token)
+    store.fail(key, owner, op.error)
+    return None
+
+
+async def _aperform(store: TokenStore, key: str, owner: str, op: _StoreOp, lease: float) -> Claim | StoredToken | None:
+    if isinstance(op, _ClaimOp):
+        return await store.aclaim(key, owner, lease, op.stale)
+    if isinstance(op, _PublishOp):
+        return await store.apublish(key, owner, op.expected, op.token)
+    await store.afail(key, owner, op.error)
+    return None
+
+
 class AsyncTokenManager(_ManagerBase):
     """Task-safe single-flight renewal; the hook may be ``async def`` or a plain function.
 
     A plain function runs in a worker thread. An object with an ``acall`` coroutine method
     (the built-in hooks) is awaited through it. Cancelling a waiting or renewing task
-    releases the lock.
+    releases the lock (the store's too).
     """
 
     def __init__(
-        self, hook: AnyTokenHook, *, timeout: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self,
+        hook: AnyTokenHook,
+        *,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        store: TokenStore | None = None,
+        key: str | None = None,
+        guard: StoreGuard | None = None,
     ) -> None:
-        super().__init__(hook, timeout=timeout, clock=clock)
+        super().__init__(hook, timeout=timeout, clock=clock, store=store, key=key, guard=guard)
         self._lock = anyio.Lock()
 
     async def get(self) -> str:
@@ -287,21 +504,66 @@ class AsyncTokenManager(_ManagerBase):
     async def renew(self, stale: str | None) -> Renewal:
         seen = self._state.calls
         async with self._lock:
-            state = self._state
-            current = state.begin(stale, seen)
+            current = self._state.begin(stale, seen)
             if current is not None:
                 return Renewal(current, False)
-            try:
-                with anyio.fail_after(self.timeout):
-                    result = await self._call()
-            except TimeoutError:
-                timeout = TokenHookError(f"token hook did not return within {self.timeout:g} s")
-                return Renewal(state.fail(timeout, stale), True)
-            except anyio.get_cancelled_exc_class():
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported to the caller
-                return Renewal(state.fail(_describe(exc), stale), True)
-            return Renewal(state.finish(result, stale), True)
+            return await self._drive(self._renewal(stale))
+
+    async def _drive(self, renewing: _Renewing) -> Renewal:
+        owner = uuid.uuid4().hex
+        holding = False
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    op = renewing.throw(error) if error is not None else renewing.send(result)
+                except StopIteration as stop:
+                    renewal: Renewal = stop.value
+                    return renewal
+                result, error = None, None
+                if isinstance(op, _HookOp):
+                    self._hook_calls += 1
+                    try:
+                        result = await self._timed_call()
+                    except TokenHookError as exc:
+                        error = exc
+                elif isinstance(op, _WaitOp):
+                    await anyio.sleep(op.seconds)
+                else:
+                    store, guard = self.store, self.guard
+                    assert store is not None and guard is not None
+                    holding = isinstance(op, _ClaimOp)
+                    try:
+                        result = await _aperform(store, self.key, owner, op, self.lease)
+                    except anyio.get_cancelled_exc_class():
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
+                        guard.failed(exc, _op_name(op))
+                        error = _StoreFailed()
+                    else:
+                        guard.succeeded()
+                        holding = isinstance(result, Claim) and result.status == "acquired"
+        finally:
+            renewing.close()
+            if holding and self.store is not None and self.guard is not None and self.guard.available():
+                with anyio.CancelScope(shield=True):
+                    try:
+                        with anyio.fail_after(5):
+                            await self.store.arelease(self.key, owner)
+                    except Exception as exc:  # noqa: BLE001
+                        self.guard.failed(exc, "release")
+
+    async def _timed_call(self) -> object:
+        try:
+            with anyio.fail_after(self.timeout):
+                return await self._call()
+        except TimeoutError:
+            raise TokenHookError(f"token hook did not return within {self.timeout:g} s") from None
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            raise _describe(exc) from None
 
     async def _call(self) -> object:
         acall = getattr(self.hook, "acall", None)

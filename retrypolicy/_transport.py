@@ -24,6 +24,7 @@ from ._errors import ConfigurationError
 from ._load import load_policy
 from ._overload import RetryBudget, Snapshot
 from ._policy import Category, Policy, RetrySettings
+from ._store import StoreGuard, TokenStore, check_store, share_state, store_keys
 from ._token import AnyTokenHook, AsyncTokenManager, TokenHook, TokenManager
 
 __all__ = ["AsyncRetryTransport", "RetryTransport"]
@@ -67,6 +68,15 @@ def _budget(budget: object) -> RetryBudget | None:
     return budget
 
 
+def _platforms(policies: Policy | dict[str, Policy]) -> set[str]:
+    return {policies.platform} if isinstance(policies, Policy) else {p.platform for p in policies.values()}
+
+
+def _share(core: RetryCore, store: TokenStore | None, names: Mapping[str, str], guard: StoreGuard | None) -> None:
+    if store is not None and guard is not None:
+        share_state(store, names, guard, core.budgets, core.cooldowns)
+
+
 def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category]:
     if raise_on is None:
         return frozenset(Category)
@@ -104,6 +114,10 @@ class RetryTransport(httpx.BaseTransport):
     ``[budget]`` section overrides it for that platform.
     ``raise_on``: categories that raise (all by default); a final failure of any other category
     is returned as the response, with the classification in ``response.extensions["retrypolicy"]``.
+    ``token_store``: where the token lives (:class:`MemoryTokenStore`, :class:`RedisTokenStore`):
+    transports and processes sharing a store share one token and renew it once; a store that can
+    also share cooldowns and the retry budget (Redis) does. ``None`` (default): this transport
+    keeps its token, cooldowns and budget in memory, to itself.
     """
 
     def __init__(
@@ -118,10 +132,17 @@ class RetryTransport(httpx.BaseTransport):
         token_timeout: float = 30.0,
         budget: RetryBudget | None = _DEFAULT_BUDGET,
         logger: Any = None,
+        token_store: TokenStore | None = None,
     ) -> None:
         _check(retry, max_renewals)
         policies = _policies(policy)
-        managers = {p: TokenManager(h, timeout=token_timeout) for p, h in _hooks(token, policies).items()}
+        store = check_store(token_store)
+        hooks = _hooks(token, policies)
+        guard = StoreGuard(store, logger=logger) if store is not None else None
+        names = store_keys(store, _platforms(policies), hooks)
+        managers = {
+            p: TokenManager(h, timeout=token_timeout, store=store, key=names[p], guard=guard) for p, h in hooks.items()
+        }
         self._core = RetryCore(
             policies,
             managers,
@@ -131,6 +152,7 @@ class RetryTransport(httpx.BaseTransport):
             logger=logger,
             budget=_budget(budget),
         )
+        _share(self._core, store, names, guard)
         self._transport = transport if transport is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -197,10 +219,18 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         token_timeout: float = 30.0,
         budget: RetryBudget | None = _DEFAULT_BUDGET,
         logger: Any = None,
+        token_store: TokenStore | None = None,
     ) -> None:
         _check(retry, max_renewals)
         policies = _policies(policy)
-        managers = {p: AsyncTokenManager(h, timeout=token_timeout) for p, h in _hooks(token, policies).items()}
+        store = check_store(token_store)
+        hooks = _hooks(token, policies)
+        guard = StoreGuard(store, logger=logger) if store is not None else None
+        names = store_keys(store, _platforms(policies), hooks)
+        managers = {
+            p: AsyncTokenManager(h, timeout=token_timeout, store=store, key=names[p], guard=guard)
+            for p, h in hooks.items()
+        }
         self._core = RetryCore(
             policies,
             managers,
@@ -210,6 +240,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             logger=logger,
             budget=_budget(budget),
         )
+        _share(self._core, store, names, guard)
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

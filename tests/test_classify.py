@@ -543,6 +543,9 @@ def test_public_api() -> None:
         "RetryBudget",
         "RetryBudgetExhausted",
         "Snapshot",
+        "MemoryTokenStore",
+        "RedisTokenStore",
+        "TokenStore",
     ]
     assert sorted(retrypolicy.__all__) == sorted(expected)
     assert len(retrypolicy.__all__) == len(set(retrypolicy.__all__))

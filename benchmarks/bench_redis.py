@@ -1,0 +1,235 @@
+"""Many workers, one token: renewals per expiry, and what RedisTokenStore costs a successful request.
+
+1. Renewals per expiry. 1, 4 and 16 spawned processes, each an AsyncRetryTransport sending
+   ``--concurrency`` concurrent requests to one FakeWeChat served on 127.0.0.1. The token is
+   expired ``--expiries`` times; after each expiry every process sends a burst, and the token
+   endpoint calls are counted. Without a store every process renews on its own (N per expiry;
+   with the classic ``/cgi-bin/token`` endpoint each call invalidates the others' tokens); with
+   RedisTokenStore the goal is 1.
+2. Success-path overhead: µs per request of a RetryTransport (sync and async) with no store, a
+   MemoryTokenStore and a RedisTokenStore, against an in-process MockTransport; rounds are
+   interleaved so noise hits every contender alike; medians.
+
+Starts its own redis-server (``apt-get install redis-server``) on 127.0.0.1 and a free port.
+
+    python benchmarks/bench_redis.py [--concurrency N] [--expiries N] [--requests N] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.server
+import multiprocessing
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import structlog
+
+import retrypolicy
+from retrypolicy.hooks import WeChatTokenHook
+from retrypolicy.testing import FakeWeChat
+
+APPID, SECRET = "wx0000000000bench", "bench-app-secret"
+SEND = "/cgi-bin/message/custom/send"
+BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
+OK = httpx.Response(200, json={"errcode": 0, "errmsg": "ok"})
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("bench_redis: redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait()
+
+
+# -- 1. renewals per expiry ----------------------------------------------------------------------
+
+
+def worker(redis_url: str | None, namespace: str, base_url: str, concurrency: int, rounds: int, barrier: Any) -> None:
+    """One worker process: for each round, wait for the start, send a burst, report the end."""
+    retrypolicy.set_testing(True)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # quiet: errors only
+
+    async def main() -> None:
+        store = retrypolicy.RedisTokenStore.from_url(redis_url, namespace=namespace) if redis_url else None
+        hook = WeChatTokenHook(APPID, SECRET, base_url=base_url)
+        transport = retrypolicy.AsyncRetryTransport(policy="wechat", token=hook, token_store=store)
+        limits = httpx.Limits(max_connections=8)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, limits=limits, timeout=30) as client:
+
+            async def send(i: int) -> None:
+                with contextlib.suppress(retrypolicy.RequestFailed):
+                    await client.post(SEND, json={"touser": f"u{i}", "msgtype": "text"})
+
+            for _ in range(rounds):
+                await anyio.to_thread.run_sync(barrier.wait)  # start
+                async with anyio.create_task_group() as tg:
+                    for i in range(concurrency):
+                        tg.start_soon(send, i)
+                await anyio.to_thread.run_sync(barrier.wait)  # done
+        if store is not None:
+            await store.aclose()
+        await hook.aclose()
+
+    anyio.run(main)
+
+
+def renewals(redis_url: str | None, processes: int, concurrency: int, expiries: int) -> tuple[int, list[int]]:
+    """(token endpoint calls for the first acquisition, calls after each expiry)."""
+    fake = FakeWeChat(APPID, SECRET, plain_text_every=0)
+    ctx = multiprocessing.get_context("spawn")
+    rounds = 1 + expiries
+    barrier = ctx.Barrier(processes + 1)
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    http.server.ThreadingHTTPServer.request_queue_size = 1024  # a burst of connections, not a SYN flood
+    with fake.serve() as base_url:
+        workers = [
+            ctx.Process(target=worker, args=(redis_url, namespace, base_url, concurrency, rounds, barrier), daemon=True)
+            for _ in range(processes)
+        ]
+        for w in workers:
+            w.start()
+        counts: list[int] = []
+        before = 0
+        for r in range(rounds):
+            if r > 0:
+                fake.expire_tokens()
+            barrier.wait(timeout=120)  # start
+            barrier.wait(timeout=120)  # done
+            counts.append(fake.token_requests - before)
+            before = fake.token_requests
+        for w in workers:
+            w.join(30)
+    return counts[0], counts[1:]
+
+
+# -- 2. success-path overhead --------------------------------------------------------------------
+
+
+def _handler(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, headers=OK.headers, content=OK.content)
+
+
+def _stores(redis_url: str) -> dict[str, Any]:
+    return {
+        "no store": None,
+        "MemoryTokenStore": retrypolicy.MemoryTokenStore(),
+        "RedisTokenStore": retrypolicy.RedisTokenStore.from_url(redis_url, namespace=f"bench{uuid.uuid4().hex[:8]}"),
+    }
+
+
+def overhead_sync(redis_url: str, requests: int, rounds: int) -> dict[str, float]:
+    clients = {
+        name: httpx.Client(
+            transport=retrypolicy.RetryTransport(
+                "wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler)
+            )
+        )
+        for name, store in _stores(redis_url).items()
+    }
+    samples: dict[str, list[float]] = {name: [] for name in clients}
+    for client in clients.values():  # warm up, and the first token
+        for _ in range(200):
+            client.post("https://api.weixin.qq.com" + SEND, json=BODY)
+    for _ in range(rounds):
+        for name, client in clients.items():
+            start = time.perf_counter()
+            for _ in range(requests):
+                client.post("https://api.weixin.qq.com" + SEND, json=BODY)
+            samples[name].append((time.perf_counter() - start) / requests * 1e6)
+    for client in clients.values():
+        client.close()
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def overhead_async(redis_url: str, requests: int, rounds: int) -> dict[str, float]:
+    async def main() -> dict[str, float]:
+        stores = _stores(redis_url)
+        clients = {
+            name: httpx.AsyncClient(
+                transport=retrypolicy.AsyncRetryTransport(
+                    "wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler)
+                )
+            )
+            for name, store in stores.items()
+        }
+        url = "https://api.weixin.qq.com" + SEND
+        samples: dict[str, list[float]] = {name: [] for name in clients}
+        for client in clients.values():
+            for _ in range(200):
+                await client.post(url, json=BODY)
+        for _ in range(rounds):
+            for name, client in clients.items():
+                start = time.perf_counter()
+                for _ in range(requests):
+                    await client.post(url, json=BODY)
+                samples[name].append((time.perf_counter() - start) / requests * 1e6)
+        for client in clients.values():
+            await client.aclose()
+        redis_store = stores["RedisTokenStore"]
+        assert isinstance(redis_store, retrypolicy.RedisTokenStore)
+        await redis_store.aclose()
+        return {name: statistics.median(v) for name, v in samples.items()}
+
+    return anyio.run(main)
+
+
+def run(concurrency: int, expiries: int, requests: int, rounds: int) -> None:
+    with redis_server() as redis_url:
+        print(f"Renewals (token endpoint calls): {concurrency} concurrent requests per process, {expiries} expiries")
+        print(f"{'processes':>9}  {'store':<16} {'first token':>11} {'per expiry':>10}  {'goal':>4}")
+        for processes in (1, 4, 16):
+            for name, url in (("none (memory)", None), ("RedisTokenStore", redis_url)):
+                first, per_expiry = renewals(url, processes, concurrency, expiries)
+                mean = sum(per_expiry) / len(per_expiry)
+                print(f"{processes:>9}  {name:<16} {first:>11} {mean:>10.2f}  {1:>4}")
+        print()
+        print("Success-path overhead (µs/request, median; in-process MockTransport)")
+        print(f"{'transport':<20} {'store':<17} {'µs/request':>10} {'vs no store':>11}")
+        for label, results in (
+            ("RetryTransport", overhead_sync(redis_url, requests, rounds)),
+            ("AsyncRetryTransport", overhead_async(redis_url, requests, rounds)),
+        ):
+            base = results["no store"]
+            for name, value in results.items():
+                print(f"{label:<20} {name:<17} {value:>10.1f} {value - base:>+10.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--concurrency", type=int, default=20, help="concurrent requests per process and burst")
+    parser.add_argument("--expiries", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per overhead sample")
+    parser.add_argument("--rounds", type=int, default=9, help="overhead samples per contender")
+    args = parser.parse_args()
+    run(args.concurrency, args.expiries, args.requests, args.rounds)
