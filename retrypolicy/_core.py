@@ -295,7 +295,7 @@ def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
 def readable(response: httpx.Response, max_bytes: int) -> bool:
     """Should the body be read for an error code? Only small JSON or text bodies with a length."""
     length = response.headers.get("content-length")
-    if length is None or not length.isdigit() or int(length) > max_bytes:
+    if length is None or not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
         return False
     ctype = response.headers.get("content-type", "").lower()
     return not ctype or "json" in ctype or ctype.startswith("text/")
@@ -404,7 +404,8 @@ class RetryCore:
                 token = yield FetchToken(manager)
             except TokenHookError as exc:
                 c = exc.classification or _token_classification(policy)
-                raise self._give_up(TokenRefreshFailed, c, request, 0, 0.0, str(exc)) from None
+                reason = scrub(str(exc), self.secrets(token))  # a hook's error may quote a token
+                raise self._give_up(TokenRefreshFailed, c, request, 0, 0.0, reason) from None
             request = with_token(request, placement, token)
         can_replay = replayable(request)  # before sending: a transport may swap the stream once read
         recipient: str | None = None
@@ -456,7 +457,12 @@ class RetryCore:
             # failure path from here on: nothing below runs for a successful response
             if token is None:
                 token = token_in(request, placement)
-            c = replace(c, message=scrub(c.message, self.secrets(token)))
+            secrets = self.secrets(token)
+            c = replace(
+                c,
+                message=scrub(c.message, secrets),
+                details=scrub(c.details, secrets) if c.details else c.details,
+            )
             elapsed = self.clock() - started
             if c.cooldown is not None:
                 if c.cooldown.scope == "recipient" and recipient is None:
@@ -524,7 +530,8 @@ class RetryCore:
                     fresh, hook_called = yield RenewToken(manager, token)
                 except TokenHookError as exc:
                     c = exc.classification or c
-                    raise self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, str(exc)) from None
+                    reason = scrub(str(exc), self.secrets(token))
+                    raise self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, reason) from None
                 # hook_called: False when another request had renewed already and this one reuses that token
                 if hook_called:
                     with stats.lock:

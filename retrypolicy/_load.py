@@ -78,10 +78,12 @@ def _load_file(path: Path) -> Policy:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PolicyError("file not found", source=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read: {exc}", source=source) from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:  # before ValueError, its base class
         raise PolicyError(f"malformed TOML: {exc}", source=source) from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError; a NUL in the path
+        raise PolicyError(f"cannot read: {exc}", source=source) from None
+    except RecursionError:
+        raise PolicyError("malformed TOML: nested too deeply", source=source) from None
     return policy_from_mapping(data, source=source)
 
 
@@ -221,6 +223,9 @@ class _Validator:
             value = [value]
         if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
             raise self.error("must be a list of dotted paths (strings)", field=f"{where}{key}")
+        for p in value:
+            if any(re.fullmatch(r"-?\d{10,}", segment) for segment in p.split(".")):
+                raise self.error(f"list index out of range in path {p[:60]!r}", field=f"{where}{key}")
         return tuple(_parse_path(p) for p in value)
 
     def extraction(self, value: object, base: Extraction | None) -> Extraction:
@@ -234,7 +239,7 @@ class _Validator:
                 pattern = re.compile(raw) if raw else None
                 if pattern is not None and pattern.groups < 1:
                     raise re.error("needs one capturing group")
-            except (re.error, TypeError) as exc:
+            except (re.error, TypeError, ValueError, OverflowError, RecursionError) as exc:
                 raise self.error(f"invalid regular expression: {exc}", field="extract.request_id_pattern") from None
         failure = b.failure
         if "failure" in section:
@@ -450,7 +455,8 @@ def _is_number(x: object) -> bool:
 
 
 def _parse_path(text: str) -> FieldPath:
-    return tuple(int(p) if re.fullmatch(r"-?\d+", p) else p for p in text.split("."))
+    # a segment of up to 9 digits indexes a list ("errors.0.code"); anything else is a key
+    return tuple(int(p) if re.fullmatch(r"-?\d{1,9}", p) else p for p in text.split("."))
 
 
 def _rule_name(index: int, raw: object) -> str:
