@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.server
 import multiprocessing
 import shutil
 import socket
@@ -111,7 +110,6 @@ def renewals(redis_url: str | None, processes: int, concurrency: int, expiries: 
     rounds = 1 + expiries
     barrier = ctx.Barrier(processes + 1)
     namespace = f"bench{uuid.uuid4().hex[:8]}"
-    http.server.ThreadingHTTPServer.request_queue_size = 1024  # a burst of connections, not a SYN flood
     with fake.serve() as base_url:
         workers = [
             ctx.Process(target=worker, args=(redis_url, namespace, base_url, concurrency, rounds, barrier), daemon=True)

@@ -306,6 +306,16 @@ def readable(response: httpx.Response, max_bytes: int) -> bool:
 Logger: TypeAlias = Any  # a structlog BoundLogger
 
 
+class _Tally:
+    """What one request did, added to the transport's counters once, when it ends."""
+
+    __slots__ = ("attempts", "succeeded")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.succeeded = 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Options:
     limits: Limits
@@ -389,13 +399,22 @@ class RetryCore:
         if policy is None:
             passed: httpx.Response = yield Send(request)
             return passed
+        tally = _Tally()
+        try:
+            return (yield from self._flow(request, policy, tally))
+        finally:  # one lock per request, however it ends (cancellation included)
+            stats = self.stats
+            with stats.lock:
+                stats.requests += 1
+                stats.attempts += tally.attempts
+                stats.succeeded += tally.succeeded
+
+    def _flow(self, request: httpx.Request, policy: Policy, tally: _Tally) -> Flow:
         platform = policy.platform
         opts = self.options(policy, request)
         manager = self.managers.get(platform)
         placement = policy.token
         stats = self.stats
-        with stats.lock:
-            stats.requests += 1
         token = token_in(request, placement) if manager is not None else None
         # Fill in a token when the request has none, or replace one the platform already refused
         # (a client with a default Authorization header keeps sending the old one).
@@ -433,8 +452,7 @@ class RetryCore:
             exempt = False
             response: httpx.Response | None = None
             sent = True
-            with stats.lock:
-                stats.attempts += 1
+            tally.attempts += 1
             try:
                 response = yield Send(request)
                 if not hasattr(response, "_content") and readable(response, policy.retry.max_body_bytes):
@@ -450,8 +468,7 @@ class RetryCore:
                 c = policy.classify(response)  # type: ignore[assignment]
                 if c is None:
                     self.budgets.success(platform, policy.budget)
-                    with stats.lock:
-                        stats.succeeded += 1
+                    tally.succeeded = 1
                     return response
                 error = None
             # failure path from here on: nothing below runs for a successful response

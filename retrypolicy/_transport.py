@@ -44,7 +44,7 @@ def _policies(policy: PolicyArg) -> Policy | dict[str, Policy]:
 
 
 def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any]:
-    platforms = {policies.platform} if isinstance(policies, Policy) else {p.platform for p in policies.values()}
+    platforms = _platforms(policies)
     if token is None:
         return {}
     if isinstance(token, Mapping):
@@ -72,9 +72,41 @@ def _platforms(policies: Policy | dict[str, Policy]) -> set[str]:
     return {policies.platform} if isinstance(policies, Policy) else {p.platform for p in policies.values()}
 
 
-def _share(core: RetryCore, store: TokenStore | None, names: Mapping[str, str], guard: StoreGuard | None) -> None:
+def _build_core(
+    manager_class: type[TokenManager] | type[AsyncTokenManager],
+    *,
+    policy: PolicyArg,
+    token: Any,
+    retry: RetrySettings | None,
+    max_renewals: int,
+    raise_on: Collection[Category | str] | None,
+    token_timeout: float,
+    budget: RetryBudget | None,
+    logger: Any,
+    token_store: TokenStore | None,
+) -> RetryCore:
+    """Validate the arguments and build the shared core; the transports differ only in managers."""
+    _check(retry, max_renewals)
+    policies = _policies(policy)
+    store = check_store(token_store)
+    hooks = _hooks(token, policies)
+    guard = StoreGuard(store, logger=logger) if store is not None else None
+    names = store_keys(store, _platforms(policies), hooks)
+    managers = {
+        p: manager_class(h, timeout=token_timeout, store=store, key=names[p], guard=guard) for p, h in hooks.items()
+    }
+    core = RetryCore(
+        policies,
+        managers,
+        retry=retry,
+        max_renewals=max_renewals,
+        raise_on=_raise_on(raise_on),
+        logger=logger,
+        budget=_budget(budget),
+    )
     if store is not None and guard is not None:
         share_state(store, names, guard, core.budgets, core.cooldowns)
+    return core
 
 
 def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category]:
@@ -134,25 +166,18 @@ class RetryTransport(httpx.BaseTransport):
         logger: Any = None,
         token_store: TokenStore | None = None,
     ) -> None:
-        _check(retry, max_renewals)
-        policies = _policies(policy)
-        store = check_store(token_store)
-        hooks = _hooks(token, policies)
-        guard = StoreGuard(store, logger=logger) if store is not None else None
-        names = store_keys(store, _platforms(policies), hooks)
-        managers = {
-            p: TokenManager(h, timeout=token_timeout, store=store, key=names[p], guard=guard) for p, h in hooks.items()
-        }
-        self._core = RetryCore(
-            policies,
-            managers,
+        self._core = _build_core(
+            TokenManager,
+            policy=policy,
+            token=token,
             retry=retry,
             max_renewals=max_renewals,
-            raise_on=_raise_on(raise_on),
+            raise_on=raise_on,
+            token_timeout=token_timeout,
+            budget=budget,
             logger=logger,
-            budget=_budget(budget),
+            token_store=token_store,
         )
-        _share(self._core, store, names, guard)
         self._transport = transport if transport is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -221,26 +246,18 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         logger: Any = None,
         token_store: TokenStore | None = None,
     ) -> None:
-        _check(retry, max_renewals)
-        policies = _policies(policy)
-        store = check_store(token_store)
-        hooks = _hooks(token, policies)
-        guard = StoreGuard(store, logger=logger) if store is not None else None
-        names = store_keys(store, _platforms(policies), hooks)
-        managers = {
-            p: AsyncTokenManager(h, timeout=token_timeout, store=store, key=names[p], guard=guard)
-            for p, h in hooks.items()
-        }
-        self._core = RetryCore(
-            policies,
-            managers,
+        self._core = _build_core(
+            AsyncTokenManager,
+            policy=policy,
+            token=token,
             retry=retry,
             max_renewals=max_renewals,
-            raise_on=_raise_on(raise_on),
+            raise_on=raise_on,
+            token_timeout=token_timeout,
+            budget=budget,
             logger=logger,
-            budget=_budget(budget),
+            token_store=token_store,
         )
-        _share(self._core, store, names, guard)
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

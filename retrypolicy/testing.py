@@ -555,7 +555,7 @@ class FakePlatform:
         Yields the base URL, e.g. ``"http://127.0.0.1:54321"``. A :class:`Dropped` fault closes
         the connection without an answer. The server stops when the block exits.
         """
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        server = _Server(("127.0.0.1", 0), _handler_class(self))
         server.daemon_threads = True
         port = server.server_address[1]
         thread = threading.Thread(
@@ -595,6 +595,11 @@ class FakePlatform:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         raise NotImplementedError
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # socketserver's 5 resets connections in a burst of concurrent clients
+    daemon_threads = True
 
 
 def _handler_class(fake: FakePlatform) -> type[BaseHTTPRequestHandler]:

@@ -7,7 +7,6 @@ that kill Redis start their own. Every test uses its own namespace. Skipped only
 
 from __future__ import annotations
 
-import http.server
 import multiprocessing
 import shutil
 import threading
@@ -267,8 +266,6 @@ def test_eight_processes_one_token_request(
 ) -> None:
     """8 spawned processes x 50 concurrent requests through AsyncRetryTransport, against a served
     FakeWeChat, with no token at all or an expired one in Redis: one call of the token endpoint."""
-    # socketserver's listen backlog of 5 resets connections in a burst of 80 (8 x 10 connections)
-    monkeypatch.setattr(http.server.ThreadingHTTPServer, "request_queue_size", 512)
     fake = FakeWeChat(APPID, SECRET, plain_text_every=0)
     processes, per_process = 8, 50
     if start == "expired":
