@@ -251,6 +251,11 @@ class FakeClock:
 # -- the shared machinery ----------------------------------------------------------------------
 
 
+def _fault_codes(specs: Mapping[str, _Spec], *, token_expired: int) -> Mapping[str, int]:
+    """The code each fault kind gets, as documented in ``FAULT_CODES``: the specs' codes plus expiry."""
+    return {**{kind: spec.code for kind, spec in specs.items()}, "token_expired": token_expired}
+
+
 class _Spec(NamedTuple):
     code: int
     status: int
@@ -652,19 +657,13 @@ class FakeWeChat(FakePlatform):
 
     platform: ClassVar[str] = "wechat"
     BASE_URL: ClassVar[str] = "https://api.weixin.qq.com"
-    FAULT_CODES: ClassVar[Mapping[str, int]] = {
-        "busy": -1,
-        "rate_limited": 45011,
-        "token_expired": 42001,
-        "user_action": 45015,
-        "fatal": 40003,
-    }
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "busy": _Spec(-1, 200, "system error"),
         "rate_limited": _Spec(45011, 200, "api minute-quota reach limit  mustslower  retry next minute"),
         "user_action": _Spec(45015, 200, "response out of time limit or subscription is canceled"),
         "fatal": _Spec(40003, 200, "invalid openid"),
     }
+    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=42001)
     _SINGLE_TOKEN: ClassVar[bool] = True
     _SEND = "/cgi-bin/message/custom/send"
     _TEMPLATE = "/cgi-bin/message/template/send"
@@ -797,19 +796,13 @@ class FakeTencentIM(FakePlatform):
 
     platform: ClassVar[str] = "tencent_im"
     BASE_URL: ClassVar[str] = "https://console.tim.qq.com"
-    FAULT_CODES: ClassVar[Mapping[str, int]] = {
-        "busy": -10114,
-        "rate_limited": 60011,
-        "token_expired": 70001,
-        "user_action": 80005,
-        "fatal": 20003,
-    }
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "busy": _Spec(-10114, 200, "server overloaded, service refused; try again later"),
         "rate_limited": _Spec(60011, 429, "SDKAppID request rate exceeds the limit"),
         "user_action": _Spec(80005, 200, "service disabled: edition expired or account overdue"),
         "fatal": _Spec(20003, 200, "invalid To_Account: the account does not exist"),
     }
+    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=70001)
 
     def __init__(
         self,
@@ -905,13 +898,6 @@ class FakeWhatsAppOnPrem(FakePlatform):
 
     platform: ClassVar[str] = "whatsapp_onprem"
     BASE_URL: ClassVar[str] = "https://localhost:9090"
-    FAULT_CODES: ClassVar[Mapping[str, int]] = {
-        "busy": 1016,
-        "rate_limited": 1015,
-        "token_expired": 1005,
-        "user_action": 470,
-        "fatal": 1008,
-    }
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "busy": _Spec(1016, 503, "System overloaded", "The system is under heavy load; try again later."),
         "rate_limited": _Spec(1015, 429, "Too many requests", "The rate limit has been hit."),
@@ -924,6 +910,7 @@ class FakeWhatsAppOnPrem(FakePlatform):
         ),
         "fatal": _Spec(1008, 400, "Required parameter is missing", "Parameter 'to' is required."),
     }
+    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=1005)
 
     def __init__(
         self,
@@ -1024,13 +1011,6 @@ class FakeWhatsAppCloud(FakePlatform):
 
     platform: ClassVar[str] = "whatsapp_cloud"
     BASE_URL: ClassVar[str] = "https://graph.facebook.com"
-    FAULT_CODES: ClassVar[Mapping[str, int]] = {
-        "busy": 131000,
-        "rate_limited": 130429,
-        "token_expired": 190,
-        "user_action": 131047,
-        "fatal": 131009,
-    }
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "busy": _Spec(
             131000, 500, "(#131000) Something went wrong", "Message failed to send due to an unknown error.", None, True
@@ -1049,6 +1029,7 @@ class FakeWhatsAppCloud(FakePlatform):
             131009, 400, "(#131009) Parameter value is not valid", "One or more parameter values are invalid."
         ),
     }
+    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=190)
 
     def __init__(
         self,
