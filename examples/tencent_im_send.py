@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import threading
 import time
 from typing import Any
 
 import httpx
-import structlog
-from structlog.typing import EventDict, WrappedLogger
+from _console import configure_logging  # examples/_console.py: event printing shared by the examples
 
 import retrypolicy
 from retrypolicy.hooks import TencentUserSig, UserSigError
@@ -61,26 +59,6 @@ TEXT = "Your order #1042 has shipped."
 OFFLINE_SDKAPPID = 1400000000
 OFFLINE_KEY = "offline-tencent-im-secret-key-0123456789abcdef"
 OFFLINE_TO = "user1042"
-
-
-def configure_logging() -> None:
-    """Print retrypolicy's structlog events (retry_scheduled, token_renewed, gave_up) in plain text."""
-    always = ("event", "level", "timestamp")
-    shown = ("code", "category", "attempt", "delay", "hook_called", "message", "reason", "url")
-
-    def trim(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-        # every event also carries platform, method, status_code, elapsed, request_id, description...
-        return {k: v for k, v in event.items() if k in always or (k in shown and v is not None)}
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            trim,
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-    )
 
 
 class SteppingClock:

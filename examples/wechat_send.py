@@ -39,12 +39,10 @@ Exit status: 0 when a message went out, 1 when none did, 2 when only some variab
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import httpx
-import structlog
-from structlog.typing import EventDict, WrappedLogger
+from _console import configure_logging  # examples/_console.py: event printing shared by the examples
 
 import retrypolicy
 from retrypolicy.hooks import WeChatTokenHook
@@ -70,26 +68,6 @@ OFFLINE_APPID = "wx0000000000000fake"
 OFFLINE_SECRET = "offline-appsecret"
 OFFLINE_OPENID = "oFakeOpenId0123456789abcdef"
 OFFLINE_TEMPLATE_ID = "fake-template-order-shipped"
-
-
-def configure_logging() -> None:
-    """Print retrypolicy's structlog events (retry_scheduled, token_renewed, gave_up) in plain text."""
-    always = ("event", "level", "timestamp")
-    shown = ("code", "category", "attempt", "delay", "hook_called", "message", "reason", "url")
-
-    def trim(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-        # every event also carries platform, method, status_code, elapsed, request_id, description...
-        return {k: v for k, v in event.items() if k in always or (k in shown and v is not None)}
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            trim,
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-    )
 
 
 def send_text(client: httpx.Client, openid: str, text: str) -> None:

@@ -32,11 +32,9 @@ Exit status: 0 when the message was sent, 1 when it was not, 2 when only some va
 from __future__ import annotations
 
 import os
-import sys
 
 import httpx
-import structlog
-from structlog.typing import EventDict, WrappedLogger
+from _console import configure_logging  # examples/_console.py: event printing shared by the examples
 
 import retrypolicy
 from retrypolicy.hooks import WhatsAppOnPremLogin
@@ -50,26 +48,6 @@ TEXT = "Your order #1042 has shipped."
 OFFLINE_USER = "admin"
 OFFLINE_PASSWORD = "offline-Passw0rd!"
 OFFLINE_TO = "15550001042"
-
-
-def configure_logging() -> None:
-    """Print retrypolicy's structlog events (retry_scheduled, token_renewed, gave_up) in plain text."""
-    always = ("event", "level", "timestamp")
-    shown = ("code", "category", "attempt", "delay", "hook_called", "message", "reason", "url")
-
-    def trim(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-        # every event also carries platform, method, status_code, elapsed, request_id, description...
-        return {k: v for k, v in event.items() if k in always or (k in shown and v is not None)}
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            trim,
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-    )
 
 
 def send_text(client: httpx.Client, base_url: str, to: str, text: str) -> str:
