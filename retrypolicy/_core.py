@@ -428,13 +428,14 @@ class RetryCore:
             request = with_token(request, placement, token)
         can_replay = replayable(request)  # before sending: a transport may swap the stream once read
         recipient: str | None = None
+        recipient_read = not policy.recipient  # read the request body for it at most once, and only if needed
         exempt = False  # the request that started a cooldown resends after its own wait, not blocked by it
         state = _FIRST_ATTEMPT
         started = self.clock()
         while True:
             if self.cooldowns and not exempt:  # only while a cooldown runs: nothing to check on the hot path
-                if recipient is None and policy.recipient:
-                    recipient = recipient_of(request, policy)
+                if not recipient_read:
+                    recipient, recipient_read = recipient_of(request, policy), True
                 blocked = self.cooldowns.blocking(platform, recipient)
                 if blocked is not None:
                     left, cause, scope = blocked
@@ -482,8 +483,8 @@ class RetryCore:
             )
             elapsed = self.clock() - started
             if c.cooldown is not None:
-                if c.cooldown.scope == "recipient" and recipient is None:
-                    recipient = recipient_of(request, policy)
+                if c.cooldown.scope == "recipient" and not recipient_read:
+                    recipient, recipient_read = recipient_of(request, policy), True
                 if c.cooldown.scope == "app" or recipient is not None:
                     seconds = _scaled(c.cooldown.duration(self.wall_clock()))
                     key = "" if c.cooldown.scope == "app" else recipient or ""
