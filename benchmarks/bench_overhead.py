@@ -20,7 +20,8 @@ from httpx_retries import RetryTransport as HttpxRetriesTransport
 
 import retrypolicy
 
-URL = "https://api.weixin.qq.com/cgi-bin/message/custom/send?access_token=ACCESS_TOKEN_VALUE"
+URL_NO_TOKEN = "https://api.weixin.qq.com/cgi-bin/message/custom/send"
+URL = URL_NO_TOKEN + "?access_token=ACCESS_TOKEN_VALUE"
 BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
 RESPONSES = {
     "errcode 0 body": httpx.Response(200, json={"errcode": 0, "errmsg": "ok"}),
@@ -28,7 +29,7 @@ RESPONSES = {
 }
 
 
-def _clients(response: httpx.Response) -> dict[str, httpx.Client]:
+def _clients(response: httpx.Response, hook: bool = False) -> dict[str, httpx.Client]:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(response.status_code, headers=response.headers, content=response.content)
 
@@ -37,7 +38,11 @@ def _clients(response: httpx.Response) -> dict[str, httpx.Client]:
 
     return {
         "httpx (bare)": httpx.Client(transport=mock()),
-        "retrypolicy": httpx.Client(transport=retrypolicy.RetryTransport(policy="wechat", transport=mock())),
+        "retrypolicy": httpx.Client(
+            transport=retrypolicy.RetryTransport(
+                policy="wechat", transport=mock(), token=(lambda: "ACCESS_TOKEN_VALUE") if hook else None
+            )
+        ),
         "httpx-retries": httpx.Client(transport=HttpxRetriesTransport(transport=mock(), retry=Retry(total=3))),
     }
 
@@ -51,15 +56,20 @@ def _time(send: Callable[[], object], n: int) -> float:
 
 def run(requests: int, rounds: int) -> None:
     print(f"{'case':<22} {'client':<15} {'µs/request':>11} {'overhead':>9}")
-    for case, response in RESPONSES.items():
-        clients = _clients(response)
+    cases = [(case, response, False) for case, response in RESPONSES.items()]
+    cases.append(("token filled by hook", RESPONSES["errcode 0 body"], True))
+    for case, response, hook in cases:
+        clients = _clients(response, hook)
+        # with a hook, retrypolicy gets the URL without a token and fills it in; the others get it in the URL
+        urls = {name: URL_NO_TOKEN if hook and name == "retrypolicy" else URL for name in clients}
         samples: dict[str, list[float]] = {name: [] for name in clients}
-        for client in clients.values():  # warm up
+        for name, client in clients.items():  # warm up
             for _ in range(200):
-                client.post(URL, json=BODY)
+                client.post(urls[name], json=BODY)
         for _ in range(rounds):
             for name, client in clients.items():
-                samples[name].append(_time(lambda c=client: c.post(URL, json=BODY), requests))  # type: ignore[misc]
+                url = urls[name]
+                samples[name].append(_time(lambda c=client, u=url: c.post(u, json=BODY), requests))  # type: ignore[misc]
         base = statistics.median(samples["httpx (bare)"])
         for name, values in samples.items():
             median = statistics.median(values)

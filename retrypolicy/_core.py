@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import fnmatch
+import functools
 import json
 import math
 import random
@@ -248,6 +249,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 def token_in(request: httpx.Request, placement: TokenPlacement) -> str | None:
     if placement.location == "query":
+        if placement.name.encode() + b"=" not in request.url.query:  # cheap test before parsing the query
+            return None
         return request.url.params.get(placement.name) or None
     value = request.headers.get(placement.name)
     if not value:
@@ -258,13 +261,25 @@ def token_in(request: httpx.Request, placement: TokenPlacement) -> str | None:
 
 
 def with_token(request: httpx.Request, placement: TokenPlacement, token: str) -> httpx.Request:
+    """A copy of the request with the token where the platform expects it.
+
+    Never in place: httpx logs the client's own request URL at INFO, so a token written into it
+    would reach the logs; and the inner transport keeps what it was sent.
+    """
     url, headers = request.url, request.headers
     if placement.location == "query":
-        url = url.copy_set_param(placement.name, token)
+        url = _url_with_param(str(url), placement.name, token)
     else:
         headers = headers.copy()
         headers[placement.name] = placement.header_value(token)
     return httpx.Request(request.method, url, headers=headers, stream=request.stream, extensions=request.extensions)
+
+
+@functools.lru_cache(maxsize=256)
+def _url_with_param(url: str, name: str, value: str) -> httpx.URL:
+    # httpx parses and validates a URL in ~15 us; most apps call a few endpoints with one token at a
+    # time, so the rewritten URLs are cached (in memory only; the key holds the token).
+    return httpx.URL(url).copy_set_param(name, value)
 
 
 def replayable(request: httpx.Request) -> bool:
