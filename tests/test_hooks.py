@@ -33,12 +33,6 @@ NOW = 1_760_000_000.0
 Hook = WeChatTokenHook | WhatsAppOnPremLogin | TencentUserSig
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
-
-
 async def obtain(mode: str, hook: Hook) -> Token:
     """One hook call, through ``__call__`` (sync) or ``acall`` (async)."""
     if mode == "sync":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -13,23 +12,13 @@ from structlog.testing import capture_logs
 import retrypolicy
 from retrypolicy import Cooldown, RetryBudget
 
-from .support import MODES, Recorder, make_client, ok, wechat
+from .support import Recorder, make_client, ok, wechat
 
 SEND = "https://api.weixin.qq.com/cgi-bin/message/custom/send?access_token=t0k3n-value"
 CLOUD = "https://graph.facebook.com/v21.0/123/messages"
 
 
-@pytest.fixture(autouse=True)
-def testing_mode() -> Iterator[None]:
-    retrypolicy.set_testing(True)
-    yield
-    retrypolicy.set_testing(False)
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
+pytestmark = pytest.mark.usefixtures("testing")  # zero waits (tests/conftest.py)
 
 
 class Session:

@@ -14,22 +14,12 @@ from structlog.testing import capture_logs
 import retrypolicy
 from retrypolicy import Category
 
-from .support import MODES, CountingHook, Recorder, TrackedStream, ok, send, tracked_json, wechat
+from .support import CountingHook, Recorder, TrackedStream, ok, send, tracked_json, wechat
 
 SEND_URL = "https://api.weixin.qq.com/cgi-bin/message/custom/send"
 
 
-@pytest.fixture(autouse=True)
-def testing_mode() -> Iterator[None]:
-    retrypolicy.set_testing(True)
-    yield
-    retrypolicy.set_testing(False)
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
+pytestmark = pytest.mark.usefixtures("testing")  # zero waits (tests/conftest.py)
 
 
 # -- retryable -------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from retrypolicy.testing import Busy, Dropped, FakeWeChat, GatewayError, Slow
 from ..support import Recorder, send
 from .conftest import report, size
 from .scenarios import (
-    MODES,
     PLATFORMS,
     BrokenStream,
     ClosingStream,
@@ -46,12 +45,6 @@ from .scenarios import (
 SEND_URL = "https://api.weixin.qq.com/cgi-bin/message/custom/send?access_token=given-token-abc"
 OK_BODY = json.dumps({"errcode": 0, "errmsg": "ok", "msgid": 1234}).encode()
 DEADLOCK_BOUND = 20.0  # seconds: only a hang gets anywhere near it
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
 
 
 def ok_response() -> httpx.Response:

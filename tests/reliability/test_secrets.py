@@ -39,7 +39,6 @@ from retrypolicy.testing import (
 )
 
 from .conftest import report
-from .scenarios import MODES
 
 Handler = Callable[[httpx.Request], httpx.Response]
 PUBLIC_PREFIXES = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.",)  # the on-prem fake's JWT header: not secret
@@ -371,12 +370,6 @@ SCENARIOS = [
     onprem_login,
     cloud_and_tencent_fakes,
 ]
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
 
 
 def test_no_secret_in_logs_exceptions_or_reprs(mode: str, caplog: pytest.LogCaptureFixture) -> None:
