@@ -5,7 +5,7 @@ Two layers, both free of I/O:
 * :func:`decide` is a pure function: (classification, state, limits) -> :class:`Decision`.
   :class:`RetryState` is immutable; each attempt gives a new one with its history (urllib3 style).
 * :meth:`RetryCore.flow` is a sans-IO generator, like httpx's ``auth_flow``: it yields actions
-  (:class:`Send`, :class:`Read`, :class:`Close`, :class:`Sleep`, :class:`FetchToken`,
+  (the request to send, as in ``auth_flow``; :class:`Read`, :class:`Close`, :class:`Sleep`, :class:`FetchToken`,
   :class:`RenewToken`) and receives their results. The sync and async transports drive it with a
   loop of a dozen lines each; they own every socket, sleep and lock.
 """
@@ -78,11 +78,6 @@ def is_testing() -> bool:
 
 
 @dataclass(slots=True)  # actions: created per request, so not frozen (a frozen __init__ costs more)
-class Send:
-    request: httpx.Request
-
-
-@dataclass(slots=True)
 class Read:
     response: httpx.Response
 
@@ -108,7 +103,7 @@ class RenewToken:
     stale: str | None
 
 
-Action: TypeAlias = Send | Read | Close | Sleep | FetchToken | RenewToken
+Action: TypeAlias = httpx.Request | Read | Close | Sleep | FetchToken | RenewToken
 Flow: TypeAlias = Generator[Action, Any, httpx.Response]
 
 
@@ -321,16 +316,6 @@ def readable(response: httpx.Response, max_bytes: int) -> bool:
 Logger: TypeAlias = Any  # a structlog BoundLogger
 
 
-class _Tally:
-    """What one request did, added to the transport's counters once, when it ends."""
-
-    __slots__ = ("attempts", "succeeded")
-
-    def __init__(self) -> None:
-        self.attempts = 0
-        self.succeeded = 0
-
-
 @dataclass(frozen=True, slots=True)
 class _Options:
     limits: Limits
@@ -354,6 +339,7 @@ class RetryCore:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.policies = policies
+        self._single = policies if isinstance(policies, Policy) else None  # no lookup per request
         self.managers = dict(managers)
         self.retry = retry
         self.max_renewals = max_renewals
@@ -409,175 +395,182 @@ class RetryCore:
         return [v for v in (*values, *extra) if v]
 
     def flow(self, request: httpx.Request) -> Flow:
-        """The life of one logical request, as a sans-IO generator of actions."""
-        policy = self.policy_for(request)
+        """The life of one logical request, as a sans-IO generator of actions.
+
+        Sending is yielded as the request itself, as in httpx's ``auth_flow``; every other action
+        is one of the small classes above. The success path allocates nothing of its own.
+        """
+        policy = self._single if self._single is not None else self.policy_for(request)
         if policy is None:
-            passed: httpx.Response = yield Send(request)
+            passed: httpx.Response = yield request
             return passed
-        tally = _Tally()
+        stats = self.stats
+        attempts = succeeded = 0
         try:
-            return (yield from self._flow(request, policy, tally))
-        finally:  # one lock per request, however it ends (cancellation included)
-            stats = self.stats
+            platform = policy.platform
+            # the table's defaults, computed once, unless the request brings its own options
+            opts = self._default_options.get(platform) if EXTENSION not in request.extensions else None
+            if opts is None:
+                opts = self.options(policy, request)
+            manager = self.managers.get(platform) if self.managers else None
+            placement = policy.token
+            token = token_in(request, placement) if manager is not None else None
+            # Fill in a token when the request has none, or replace one the platform already refused
+            # (a client with a default Authorization header keeps sending the old one).
+            if manager is not None and (token is None or manager.is_rejected(token)):
+                try:
+                    token = yield FetchToken(manager)
+                except TokenHookError as exc:
+                    c = exc.classification or _token_classification(policy)
+                    reason = scrub(str(exc), self.secrets(token))  # a hook's error may quote a token
+                    raise self._give_up(TokenRefreshFailed, c, request, 0, 0.0, reason) from None
+                request = with_token(request, placement, token)
+            # before sending: a transport may swap the stream once read
+            can_replay = isinstance(request.stream, _REPLAYABLE)
+            recipient: str | None = None
+            recipient_read = not policy.recipient  # read the request body for it at most once, and only if needed
+            exempt = False  # the request that started a cooldown resends after its own wait, not blocked by it
+            state = _FIRST_ATTEMPT
+            started = self.clock()
+            cooldowns = self.cooldowns
+            max_body = policy.retry.max_body_bytes
+            while True:
+                if cooldowns.running and not exempt:  # nothing to check on the hot path
+                    if not recipient_read:
+                        recipient, recipient_read = recipient_of(request, policy), True
+                    blocked = cooldowns.blocking(platform, recipient)
+                    if blocked is not None:
+                        left, cause, scope = blocked
+                        assert isinstance(cause, Classification)
+                        reason = f"an {scope} cooldown started by code {cause.code} has {left:.3g} s left"
+                        raise self._give_up(
+                            CooldownActive,
+                            cause,
+                            request,
+                            state.attempt - 1,
+                            self.clock() - started,
+                            reason,
+                            remaining=left,
+                        )
+                exempt = False
+                response: httpx.Response | None = None
+                sent = True
+                attempts += 1
+                try:
+                    response = yield request
+                    if not hasattr(response, "_content") and readable(response, max_body):
+                        yield Read(response)
+                except httpx.TransportError as exc:
+                    if response is not None:
+                        yield Close(response)
+                        response = None
+                    sent = not isinstance(exc, _NEVER_SENT)
+                    c = _transport_classification(policy, exc, sent)
+                    error: BaseException | None = exc
+                else:
+                    c = policy.classify(response)  # type: ignore[assignment]
+                    if c is None:
+                        self.budgets.success(platform, policy.budget)
+                        succeeded = 1
+                        return response
+                    error = None
+                # failure path from here on: nothing below runs for a successful response
+                if token is None:
+                    token = token_in(request, placement)
+                secrets = self.secrets(token)
+                c = replace(
+                    c,
+                    message=scrub(c.message, secrets),
+                    details=scrub(c.details, secrets) if c.details else c.details,
+                )
+                elapsed = self.clock() - started
+                if c.cooldown is not None:
+                    if c.cooldown.scope == "recipient" and not recipient_read:
+                        recipient, recipient_read = recipient_of(request, policy), True
+                    if c.cooldown.scope == "app" or recipient is not None:
+                        seconds = _scaled(c.cooldown.duration(self.wall_clock()))
+                        key = "" if c.cooldown.scope == "app" else recipient or ""
+                        self.cooldowns.start(platform, c.cooldown.scope, key, seconds, c)
+                        exempt = True
+                        self._emit(
+                            "cooldown_started",
+                            c,
+                            request,
+                            state.attempt,
+                            elapsed,
+                            scope=c.cooldown.scope,
+                            seconds=round(seconds, 3),
+                        )
+                idempotent = opts.idempotent
+                if idempotent is None:
+                    path = request.url.path
+                    idempotent = request.method in IDEMPOTENT_METHODS or any(
+                        fnmatch.fnmatchcase(path, glob) for glob in policy.idempotent_paths
+                    )
+                if c.ambiguous and not idempotent:
+                    why = f"{request.method} may have been carried out; resending could duplicate it"
+                    resend_safe = False
+                elif sent and not can_replay:
+                    resend_safe, why = False, "the request body is a stream that cannot be sent again"
+                else:
+                    resend_safe, why = True, ""
+                retry_after = None
+                if response is not None:
+                    retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
+                wait = backoff(opts.limits, state.attempt) if c.category is Category.RETRYABLE else None
+                decision = decide(
+                    c,
+                    state,
+                    opts.limits,
+                    elapsed=elapsed,
+                    resend_safe=resend_safe,
+                    unsafe_reason=why,
+                    can_renew=manager is not None,
+                    retry_after=retry_after,
+                    wait=wait,
+                )
+                if decision.action == "retry" and not self.budgets.spend(platform, policy.budget):
+                    decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
+                if decision.action == "give_up":
+                    assert decision.error is not None
+                    if response is not None and c.category not in self.raise_on:
+                        self._give_up(decision.error, c, request, state.attempt, elapsed, decision.reason)
+                        response.extensions = {**response.extensions, EXTENSION: c}
+                        return response
+                    if response is not None:
+                        yield Close(response)
+                    exc_out = self._give_up(
+                        decision.error, c, request, state.attempt, elapsed, decision.reason, response=response
+                    )
+                    raise exc_out from error
+                if response is not None:
+                    yield Close(response)
+                if decision.action == "renew":
+                    assert manager is not None
+                    try:
+                        fresh, hook_called = yield RenewToken(manager, token)
+                    except TokenHookError as exc:
+                        c = exc.classification or c
+                        reason = scrub(str(exc), self.secrets(token))
+                        raise self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, reason) from None
+                    # hook_called: False when another request had renewed already and this one reuses that token
+                    if hook_called:
+                        with stats.lock:
+                            stats.renewals += 1
+                    self._emit("token_renewed", c, request, state.attempt, elapsed, hook_called=hook_called)
+                    token = fresh
+                    request = with_token(request, placement, fresh)
+                else:
+                    with stats.lock:
+                        stats.retries += 1
+                    self._emit("retry_scheduled", c, request, state.attempt, elapsed, delay=round(decision.delay, 3))
+                    yield Sleep(_scaled(decision.delay))
+                state = state.next(c, decision)
+        finally:  # the counters take one lock per request, however it ends (cancellation included)
             with stats.lock:
                 stats.requests += 1
-                stats.attempts += tally.attempts
-                stats.succeeded += tally.succeeded
-
-    def _flow(self, request: httpx.Request, policy: Policy, tally: _Tally) -> Flow:
-        platform = policy.platform
-        opts = self.options(policy, request)
-        manager = self.managers.get(platform)
-        placement = policy.token
-        stats = self.stats
-        token = token_in(request, placement) if manager is not None else None
-        # Fill in a token when the request has none, or replace one the platform already refused
-        # (a client with a default Authorization header keeps sending the old one).
-        if manager is not None and (token is None or manager.is_rejected(token)):
-            try:
-                token = yield FetchToken(manager)
-            except TokenHookError as exc:
-                c = exc.classification or _token_classification(policy)
-                reason = scrub(str(exc), self.secrets(token))  # a hook's error may quote a token
-                raise self._give_up(TokenRefreshFailed, c, request, 0, 0.0, reason) from None
-            request = with_token(request, placement, token)
-        can_replay = replayable(request)  # before sending: a transport may swap the stream once read
-        recipient: str | None = None
-        recipient_read = not policy.recipient  # read the request body for it at most once, and only if needed
-        exempt = False  # the request that started a cooldown resends after its own wait, not blocked by it
-        state = _FIRST_ATTEMPT
-        started = self.clock()
-        while True:
-            if self.cooldowns and not exempt:  # only while a cooldown runs: nothing to check on the hot path
-                if not recipient_read:
-                    recipient, recipient_read = recipient_of(request, policy), True
-                blocked = self.cooldowns.blocking(platform, recipient)
-                if blocked is not None:
-                    left, cause, scope = blocked
-                    assert isinstance(cause, Classification)
-                    reason = f"an {scope} cooldown started by code {cause.code} has {left:.3g} s left"
-                    raise self._give_up(
-                        CooldownActive,
-                        cause,
-                        request,
-                        state.attempt - 1,
-                        self.clock() - started,
-                        reason,
-                        remaining=left,
-                    )
-            exempt = False
-            response: httpx.Response | None = None
-            sent = True
-            tally.attempts += 1
-            try:
-                response = yield Send(request)
-                if not hasattr(response, "_content") and readable(response, policy.retry.max_body_bytes):
-                    yield Read(response)
-            except httpx.TransportError as exc:
-                if response is not None:
-                    yield Close(response)
-                    response = None
-                sent = not isinstance(exc, _NEVER_SENT)
-                c = _transport_classification(policy, exc, sent)
-                error: BaseException | None = exc
-            else:
-                c = policy.classify(response)  # type: ignore[assignment]
-                if c is None:
-                    self.budgets.success(platform, policy.budget)
-                    tally.succeeded = 1
-                    return response
-                error = None
-            # failure path from here on: nothing below runs for a successful response
-            if token is None:
-                token = token_in(request, placement)
-            secrets = self.secrets(token)
-            c = replace(
-                c,
-                message=scrub(c.message, secrets),
-                details=scrub(c.details, secrets) if c.details else c.details,
-            )
-            elapsed = self.clock() - started
-            if c.cooldown is not None:
-                if c.cooldown.scope == "recipient" and not recipient_read:
-                    recipient, recipient_read = recipient_of(request, policy), True
-                if c.cooldown.scope == "app" or recipient is not None:
-                    seconds = _scaled(c.cooldown.duration(self.wall_clock()))
-                    key = "" if c.cooldown.scope == "app" else recipient or ""
-                    self.cooldowns.start(platform, c.cooldown.scope, key, seconds, c)
-                    exempt = True
-                    self._emit(
-                        "cooldown_started",
-                        c,
-                        request,
-                        state.attempt,
-                        elapsed,
-                        scope=c.cooldown.scope,
-                        seconds=round(seconds, 3),
-                    )
-            idempotent = opts.idempotent
-            if idempotent is None:
-                path = request.url.path
-                idempotent = request.method in IDEMPOTENT_METHODS or any(
-                    fnmatch.fnmatchcase(path, glob) for glob in policy.idempotent_paths
-                )
-            if c.ambiguous and not idempotent:
-                resend_safe, why = False, f"{request.method} may have been carried out; resending could duplicate it"
-            elif sent and not can_replay:
-                resend_safe, why = False, "the request body is a stream that cannot be sent again"
-            else:
-                resend_safe, why = True, ""
-            retry_after = None
-            if response is not None:
-                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
-            wait = backoff(opts.limits, state.attempt) if c.category is Category.RETRYABLE else None
-            decision = decide(
-                c,
-                state,
-                opts.limits,
-                elapsed=elapsed,
-                resend_safe=resend_safe,
-                unsafe_reason=why,
-                can_renew=manager is not None,
-                retry_after=retry_after,
-                wait=wait,
-            )
-            if decision.action == "retry" and not self.budgets.spend(platform, policy.budget):
-                decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
-            if decision.action == "give_up":
-                assert decision.error is not None
-                if response is not None and c.category not in self.raise_on:
-                    self._give_up(decision.error, c, request, state.attempt, elapsed, decision.reason)
-                    response.extensions = {**response.extensions, EXTENSION: c}
-                    return response
-                if response is not None:
-                    yield Close(response)
-                exc_out = self._give_up(
-                    decision.error, c, request, state.attempt, elapsed, decision.reason, response=response
-                )
-                raise exc_out from error
-            if response is not None:
-                yield Close(response)
-            if decision.action == "renew":
-                assert manager is not None
-                try:
-                    fresh, hook_called = yield RenewToken(manager, token)
-                except TokenHookError as exc:
-                    c = exc.classification or c
-                    reason = scrub(str(exc), self.secrets(token))
-                    raise self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, reason) from None
-                # hook_called: False when another request had renewed already and this one reuses that token
-                if hook_called:
-                    with stats.lock:
-                        stats.renewals += 1
-                self._emit("token_renewed", c, request, state.attempt, elapsed, hook_called=hook_called)
-                token = fresh
-                request = with_token(request, placement, fresh)
-            else:
-                with stats.lock:
-                    stats.retries += 1
-                self._emit("retry_scheduled", c, request, state.attempt, elapsed, delay=round(decision.delay, 3))
-                yield Sleep(_scaled(decision.delay))
-            state = state.next(c, decision)
+                stats.attempts += attempts
+                stats.succeeded += succeeded
 
     def _give_up(
         self,

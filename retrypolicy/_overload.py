@@ -164,7 +164,8 @@ class Budgets:
             return True
 
     def success(self, platform: str, table: object = None) -> None:
-        bucket = self._bucket(platform, table)
+        buckets = self._buckets
+        bucket = buckets[platform] if platform in buckets else self._bucket(platform, table)
         if bucket is None:
             return
         if self._shared is not None:
@@ -225,7 +226,9 @@ class Cooldowns:
         self._next_pull = 0.0
         self._shared = shared
 
-    def __bool__(self) -> bool:
+    @property
+    def running(self) -> bool:
+        """Whether any cooldown may be running (pulling the shared ones once per interval)."""
         if self._shared is not None and self.clock() >= self._next_pull:
             self.pull()
         return bool(self._until)

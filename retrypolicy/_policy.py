@@ -157,6 +157,30 @@ class Extraction:
 
 
 @dataclass(frozen=True, slots=True)
+class _SuccessPrefix:
+    """How to see, without decoding, that a body is ``{"<code key>": <success code>, ...}``.
+
+    A body below HTTP 400 that starts so (``compact``: the usual spellings, one C call; else
+    ``pattern``: any JSON whitespace), holds the key once and has no backslash (an escape could
+    spell the key a second time) decodes to exactly that success code.
+    """
+
+    key: bytes
+    compact: tuple[bytes, ...]
+    pattern: re.Pattern[bytes]
+
+    @classmethod
+    def build(cls, name: str, success_codes: frozenset[int]) -> _SuccessPrefix:
+        key = json.dumps(name).encode()
+        codes = [str(c).encode() for c in sorted(success_codes)]
+        spellings = [(colon, code, end) for code in codes for colon in (b":", b": ") for end in (b",", b"}")]
+        compact = tuple(b"{" + key + colon + code + end for colon, code, end in spellings)
+        alternatives = b"|".join(b"-?0" if c == b"0" else re.escape(c) for c in codes)  # JSON allows -0
+        pattern = re.compile(rb"\A\s*\{\s*" + re.escape(key) + rb"\s*:\s*(?:" + alternatives + rb")\s*[,}]")
+        return cls(key, compact, pattern)
+
+
+@dataclass(frozen=True, slots=True)
 class TokenPlacement:
     """Where the credential goes in a request: a query parameter or a header."""
 
@@ -257,7 +281,7 @@ class Policy:
     _range_starts: list[int] = field(init=False, repr=False, compare=False)
     _ranges: list[Rule] = field(init=False, repr=False, compare=False)
     _markers: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
-    _success_prefix: tuple[re.Pattern[bytes], bytes] | None = field(init=False, repr=False, compare=False)
+    _success_prefix: _SuccessPrefix | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         exact: dict[tuple[int, int | None], Rule] = {}
@@ -279,8 +303,7 @@ class Policy:
         prefix = None
         first = self.extract.code[0] if self.extract.code else ()
         if self.extract.failure is None and len(first) == 1 and isinstance(first[0], str) and self.success_codes:
-            key = json.dumps(first[0]).encode()
-            prefix = (re.compile(rb"\A\s*\{\s*" + re.escape(key) + rb"\s*:\s*(-?\d{1,18})\s*[,}]"), key)
+            prefix = _SuccessPrefix.build(first[0], self.success_codes)
         object.__setattr__(self, "_success_prefix", prefix)
 
     def __repr__(self) -> str:
@@ -320,7 +343,22 @@ class Policy:
             content: bytes | None = response.content
         except httpx.ResponseNotRead:
             content = None
-        return self.classify_parts(response.status_code, content)
+        status = response.status_code
+        fast = self._success_prefix
+        # The success fast path (see _success_prefix), before any decoding. Only below 400: there a
+        # malformed body and a success body both mean success, so it cannot differ from a full
+        # decode; from 400 up a malformed body must fall back to the status.
+        if (
+            fast is not None
+            and status < 400
+            and content
+            and len(content) <= self.retry.max_body_bytes
+            and (content.startswith(fast.compact) or fast.pattern.match(content))
+            and content.count(fast.key) == 1
+            and content.find(b"\\") < 0
+        ):
+            return None
+        return self.classify_parts(status, content)
 
     def classify_parts(
         self, status_code: int, content: bytes | None, *, reason: str | None = None
@@ -346,18 +384,6 @@ class Policy:
                 break
         else:
             return None
-        # Only below 400: there a malformed body and a success body both mean success, so the fast
-        # path cannot differ from a full decode; from 400 up a malformed body must fall back to the status.
-        if self._success_prefix is not None and status_code < 400:
-            pattern, key = self._success_prefix
-            prefix = pattern.match(content)
-            if (
-                prefix
-                and int(prefix.group(1)) in self.success_codes
-                and content.count(key) == 1
-                and b"\\u" not in content
-            ):
-                return True
         try:
             text = content.decode("utf-8")
             body = _decode(text[1:] if text.startswith("\ufeff") else text)

@@ -17,7 +17,6 @@ from ._core import (
     Read,
     RenewToken,
     RetryCore,
-    Send,
     Sleep,
 )
 from ._errors import ConfigurationError
@@ -192,7 +191,10 @@ class RetryTransport(httpx.BaseTransport):
                 return response
             result, error = None, None
             try:
-                result = self._perform(action)
+                if isinstance(action, httpx.Request):  # the common action, without a call to _perform
+                    result = self._transport.handle_request(action)
+                else:
+                    result = self._perform(action)
             except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
                 error = exc
             except BaseException:
@@ -200,8 +202,6 @@ class RetryTransport(httpx.BaseTransport):
                 raise
 
     def _perform(self, action: Any) -> Any:
-        if isinstance(action, Send):
-            return self._transport.handle_request(action.request)
         if isinstance(action, Read):
             try:
                 return action.response.read()
@@ -272,7 +272,10 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                 return response
             result, error = None, None
             try:
-                result = await self._perform(action)
+                if isinstance(action, httpx.Request):  # the common action, without a call to _perform
+                    result = await self._transport.handle_async_request(action)
+                else:
+                    result = await self._perform(action)
             except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
                 error = exc
             except BaseException:
@@ -280,8 +283,6 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                 raise
 
     async def _perform(self, action: Any) -> Any:
-        if isinstance(action, Send):
-            return await self._transport.handle_async_request(action.request)
         if isinstance(action, Read):
             try:
                 return await action.response.aread()

@@ -239,7 +239,8 @@ def test_wechat_fast_path_agrees_with_full_decode() -> None:
     def prop(status: int, head: bytes, sep: bytes, tail: bytes) -> None:
         seen["cases"] += 1
         body = head + sep + tail
-        assert policy.classify_parts(status, body) == slow.classify_parts(status, body)
+        response = httpx.Response(status, content=body)
+        assert policy.classify(response) == slow.classify(response) == slow.classify_parts(status, body)
 
     prop()
     report("wechat_fast_path", cases=seen["cases"])
