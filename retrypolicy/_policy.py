@@ -157,27 +157,58 @@ class Extraction:
 
 
 @dataclass(frozen=True, slots=True)
-class _SuccessPrefix:
-    """How to see, without decoding, that a body is ``{"<code key>": <success code>, ...}``.
+class _SuccessScan:
+    """Proof, by counting bytes instead of decoding JSON, that a body below HTTP 400 is a success.
 
-    A body below HTTP 400 that starts so (``compact``: the usual spellings, one C call; else
-    ``pattern``: any JSON whitespace), holds the key once and has no backslash (an escape could
-    spell the key a second time) decodes to exactly that success code.
+    The verdict of a full decode depends only on the values of the code keys and of the failure
+    key, wherever the table's paths find them. So if every occurrence of a code key (the last
+    component of a code path, quoted) is followed by ``:<success code>`` and ``,`` or ``}``, and
+    every occurrence of the failure key by ``:"<string>"`` that is not the failure value, the
+    body decodes to a success (or fails to decode, which below 400 is a success too).
+    Occurrences inside strings only make the proof fail, never succeed wrongly: each allowed
+    spelling starts with its key, so the counts are equal only if every occurrence is followed by
+    one. A ``\\u`` escape could spell a key or a value unseen, so a body holding one is decoded.
+    Each check is a few ``bytes.count`` calls in C; a body that fails them is decoded as before.
     """
 
-    key: bytes
-    compact: tuple[bytes, ...]
-    pattern: re.Pattern[bytes]
+    # (quoted key, spellings every occurrence must match one of, spellings none may match)
+    checks: tuple[tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]], ...]
 
     @classmethod
-    def build(cls, name: str, success_codes: frozenset[int]) -> _SuccessPrefix:
-        key = json.dumps(name).encode()
+    def build(cls, extract: Extraction, success_codes: frozenset[int]) -> _SuccessScan | None:
+        checks: list[tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]] = []
+        lasts = {path[-1] for path in extract.code if path}
+        if not all(isinstance(last, str) for last in lasts):
+            return None  # a path ending in a list index: no key to count
         codes = [str(c).encode() for c in sorted(success_codes)]
-        spellings = [(colon, code, end) for code in codes for colon in (b":", b": ") for end in (b",", b"}")]
-        compact = tuple(b"{" + key + colon + code + end for colon, code, end in spellings)
-        alternatives = b"|".join(b"-?0" if c == b"0" else re.escape(c) for c in codes)  # JSON allows -0
-        pattern = re.compile(rb"\A\s*\{\s*" + re.escape(key) + rb"\s*:\s*(?:" + alternatives + rb")\s*[,}]")
-        return cls(key, compact, pattern)
+        for last in sorted(map(str, lasts)):
+            key = json.dumps(last).encode()
+            spellings = [(colon, code, end) for code in codes for colon in (b":", b": ") for end in (b",", b"}")]
+            allowed = tuple(key + colon + code + end for colon, code, end in spellings)
+            checks.append((key, allowed, ()))
+        if extract.failure is not None:
+            path, value = extract.failure
+            if not (path and isinstance(path[-1], str) and isinstance(value, str)):
+                return None
+            key, text = json.dumps(path[-1]).encode(), json.dumps(value).encode()
+            checks.append((key, (key + b':"', key + b': "'), (key + b":" + text, key + b": " + text)))
+        return cls(tuple(checks))
+
+    def proves_success(self, content: bytes) -> bool:
+        for key, allowed, forbidden in self.checks:
+            n = content.count(key)
+            if not n:
+                continue
+            for spelling in allowed:  # the compact spelling first: usually the only count needed
+                n -= content.count(spelling)
+                if not n:
+                    break
+            else:
+                return False
+            for spelling in forbidden:
+                if content.count(spelling):
+                    return False
+        return content.find(b"\\u") < 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +312,7 @@ class Policy:
     _range_starts: list[int] = field(init=False, repr=False, compare=False)
     _ranges: list[Rule] = field(init=False, repr=False, compare=False)
     _markers: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
-    _success_prefix: _SuccessPrefix | None = field(init=False, repr=False, compare=False)
+    _success_scan: _SuccessScan | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         exact: dict[tuple[int, int | None], Rule] = {}
@@ -296,15 +327,8 @@ class Policy:
         object.__setattr__(self, "_ranges", ranges)
         object.__setattr__(self, "_range_starts", [r.range[0] for r in ranges if r.range])
         object.__setattr__(self, "_markers", self.extract.markers())
-        # Fast path for the commonest success body, {"errcode":0,...}: when the first code path is one
-        # top-level key and nothing else can turn the body into a failure, a body that starts with that
-        # key, holds it once and has no \u escape (which could spell the key a second time) decodes to
-        # exactly that code. _from_body checks this before paying for a full JSON decode.
-        prefix = None
-        first = self.extract.code[0] if self.extract.code else ()
-        if self.extract.failure is None and len(first) == 1 and isinstance(first[0], str) and self.success_codes:
-            prefix = _SuccessPrefix.build(first[0], self.success_codes)
-        object.__setattr__(self, "_success_prefix", prefix)
+        # success bodies are proved so by counting bytes, not decoded (see _SuccessScan)
+        object.__setattr__(self, "_success_scan", _SuccessScan.build(self.extract, self.success_codes))
 
     def __repr__(self) -> str:
         return f"<Policy {self.platform!r}: {len(self.rules)} rules from {self.source}>"
@@ -344,18 +368,15 @@ class Policy:
         except httpx.ResponseNotRead:
             content = None
         status = response.status_code
-        fast = self._success_prefix
-        # The success fast path (see _success_prefix), before any decoding. Only below 400: there a
-        # malformed body and a success body both mean success, so it cannot differ from a full
-        # decode; from 400 up a malformed body must fall back to the status.
+        scan = self._success_scan
+        # Below 400 a malformed body and a success body both mean success, so a proof of success
+        # cannot differ from a full decode; from 400 up a malformed body falls back to the status.
         if (
-            fast is not None
-            and status < 400
+            status < 400
             and content
+            and scan is not None
             and len(content) <= self.retry.max_body_bytes
-            and (content.startswith(fast.compact) or fast.pattern.match(content))
-            and content.count(fast.key) == 1
-            and content.find(b"\\") < 0
+            and scan.proves_success(content)
         ):
             return None
         return self.classify_parts(status, content)

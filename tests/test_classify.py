@@ -554,3 +554,40 @@ def test_public_api() -> None:
     namespace: dict[str, Any] = {}
     exec("from retrypolicy import *", namespace)
     assert set(expected) <= set(namespace)
+
+
+# -- the byte-counting proof of success (Policy._success_scan) ---------------------------------
+
+SCAN_CASES = [
+    # (table, body, proved by counting, code of the failure or None for success)
+    ("wechat", b'{"errcode":0,"errmsg":"ok"}', True, None),
+    ("wechat", b'{"errmsg": "ok", "errcode": 0}', True, None),  # the code need not come first
+    ("wechat", b'{"errcode":0,"errmsg":"ok","errcode":40001}', False, 40001),  # duplicate key: the last wins
+    ("wechat", b'{"errcode":0,"err\\u0063ode":40001}', False, 40001),  # a key spelled with an escape
+    ("wechat", b'{"base_resp":{"errcode":0},"msgid":1}', True, None),
+    ("wechat", b'{"base_resp":{"errcode":200011}}', False, 200011),
+    ("wechat", b'{"errmsg":"\\"errcode\\":5,"}', True, None),  # escaped quotes: no key "errcode" at all
+    ("wechat", b'{"field":"errcode"}', False, None),  # the key's spelling as a value: not proved, decoded
+    ("tencent_im", b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"MsgTime":1,"MsgKey":"a_b"}', True, None),
+    ("tencent_im", b'{"ActionStatus":"FAIL","ErrorInfo":"x","ErrorCode":0}', False, 0),
+    ("tencent_im", b'{"ActionStatus":"F\\u0041IL","ErrorCode":70001}', False, 70001),
+    ("tencent_im", b'{"ActionStatus":"OK","ErrorCode":70001}', False, 70001),
+    ("whatsapp_cloud", b'{"messaging_product":"whatsapp","messages":[{"id":"wamid.X"}]}', True, None),
+    ("whatsapp_cloud", b'{"error":{"code":131026,"message":"undeliverable"}}', False, 131026),
+    ("whatsapp_onprem", b'{"messages":[{"id":"gBEGkY"}],"meta":{"api_status":"stable"}}', True, None),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "proved", "code"), SCAN_CASES)
+def test_success_scan_proves_only_successes(name: str, body: bytes, proved: bool, code: int | None) -> None:
+    policy = load_policy(name)
+    assert policy._success_scan is not None
+    assert policy._success_scan.proves_success(body) is proved
+    c = policy.classify(_response(200, body))
+    assert (c.code if c is not None else None) == code
+    if code is None and name != "tencent_im":
+        assert c is None
+    # and the verdict is the one a full decode gives
+    slow = dataclasses.replace(policy)
+    object.__setattr__(slow, "_success_scan", None)
+    assert slow.classify(_response(200, body)) == c

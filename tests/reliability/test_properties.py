@@ -219,31 +219,61 @@ def test_known_code_at_the_code_path_is_extracted(name: str) -> None:
     assert seen["known"] > 0
 
 
-def test_wechat_fast_path_agrees_with_full_decode() -> None:
-    """The ``{"errcode":0`` shortcut gives the same verdict as a full decode of the same body."""
-    policy = POLICIES["wechat"]
-    # the same table without the shortcut: a failure marker that never matches turns it off
-    slow = dataclasses.replace(policy, extract=dataclasses.replace(policy.extract, failure=(("__never__",), "x")))
-    prefixes = st.sampled_from(
-        [b'{"errcode":0', b'{"errcode": 0 ', b' {"errcode":-0', b'{"errcode":00', b'{"errcode":0}']
-    )
-    tails = (
-        st.binary(max_size=40)
-        | encoded_json
-        | st.sampled_from([b"}", b',"errcode":40001}', b',"base_resp":{"errcode":5}}'])
-    )
+def _without_scan(policy: Policy) -> Policy:
+    """The same table, always decoding: the byte-counting proof of success switched off."""
+    slow = dataclasses.replace(policy)
+    object.__setattr__(slow, "_success_scan", None)
+    return slow
+
+
+# bodies shaped like successes: success-ish values at the code and failure paths of every table
+_SUCCESS_PATHS = sorted(
+    {path for p in POLICIES.values() for path in p.extract.code}
+    | {p.extract.failure[0] for p in POLICIES.values() if p.extract.failure is not None},
+    key=repr,
+)
+_near_success: st.SearchStrategy[Any] = st.sampled_from(
+    [0, -0, 0.0, 1, -1, "0", "OK", "FAIL", "FAILED", "fail", None, True, [], {}, "\\u0030"]
+)
+_separators = st.sampled_from([(",", ":"), (", ", ": "), (" , ", " : "), (",", ":\t"), ("\n,", "\n:")])
+
+
+def _success_shaped(
+    noise: dict[str, Any], fields: list[tuple[tuple[str | int, ...], Any]], sep: tuple[str, str], ascii_only: bool
+) -> bytes:
+    return json.dumps(_shaped(noise, fields), separators=sep, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+success_shaped = st.builds(
+    _success_shaped,
+    json_objects,
+    st.lists(st.tuples(st.sampled_from(_SUCCESS_PATHS), _near_success), min_size=1, max_size=4),
+    _separators,
+    st.booleans(),
+)
+
+
+@pytest.mark.parametrize("name", BUILTIN_POLICIES)
+def test_success_scan_agrees_with_full_decode(name: str) -> None:
+    """Counting bytes to prove a success never gives another verdict than decoding the body."""
+    policy = POLICIES[name]
+    slow = _without_scan(policy)
+    assert policy._success_scan is not None  # every built-in table has one
     seen: Counter[str] = Counter()
 
     @SETTINGS
-    @given(status=st.integers(100, 599), head=prefixes, sep=st.sampled_from([b"", b",", b", "]), tail=tails)
-    def prop(status: int, head: bytes, sep: bytes, tail: bytes) -> None:
-        seen["cases"] += 1
-        body = head + sep + tail
+    @given(status=st.integers(100, 599) | st.just(200), body=success_shaped | bodies)
+    def prop(status: int, body: bytes) -> None:
         response = httpx.Response(status, content=body)
-        assert policy.classify(response) == slow.classify(response) == slow.classify_parts(status, body)
+        fast = policy.classify(response)
+        assert fast == slow.classify(response) == slow.classify_parts(status, body)
+        seen["cases"] += 1
+        if status < 400 and policy._success_scan is not None and policy._success_scan.proves_success(body):
+            seen["proved"] += 1
+        seen["success" if fast is None else "failure"] += 1
 
     prop()
-    report("wechat_fast_path", cases=seen["cases"])
+    report(f"success_scan[{name}]", **seen)
 
 
 # -- 2. policy files and mappings -----------------------------------------------------------------
