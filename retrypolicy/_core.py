@@ -88,6 +88,14 @@ class Close:
 
 
 @dataclass(slots=True)
+class StoreCall:
+    """A blocking call to a shared store (Redis): the sync driver makes it, the async driver
+    makes it in a worker thread, so the event loop never waits on the store."""
+
+    call: Callable[[], Any]
+
+
+@dataclass(slots=True)
 class Sleep:
     seconds: float
 
@@ -103,7 +111,7 @@ class RenewToken:
     stale: str | None
 
 
-Action: TypeAlias = httpx.Request | Read | Close | Sleep | FetchToken | RenewToken
+Action: TypeAlias = httpx.Request | Read | Close | Sleep | FetchToken | RenewToken | StoreCall
 Flow: TypeAlias = Generator[Action, Any, httpx.Response]
 
 
@@ -432,10 +440,14 @@ class RetryCore:
             exempt = False  # the request that started a cooldown resends after its own wait, not blocked by it
             state = _FIRST_ATTEMPT
             started = self.clock()
-            cooldowns = self.cooldowns
+            cooldowns, budgets = self.cooldowns, self.budgets
             max_body = policy.retry.max_body_bytes
+            if budgets.shared and budgets.claim_push():  # before sending: nothing to clean up if cancelled
+                yield StoreCall(budgets.push)
             while True:
                 if cooldowns.running and not exempt:  # nothing to check on the hot path
+                    if cooldowns.shared and cooldowns.claim_pull():
+                        yield StoreCall(cooldowns.pull)
                     if not recipient_read:
                         recipient, recipient_read = recipient_of(request, policy), True
                     blocked = cooldowns.blocking(platform, recipient)
@@ -470,7 +482,7 @@ class RetryCore:
                 else:
                     c = policy.classify(response)  # type: ignore[assignment]
                     if c is None:
-                        self.budgets.success(platform, policy.budget)
+                        budgets.success(platform, policy.budget)
                         succeeded = 1
                         return response
                     error = None
@@ -490,7 +502,10 @@ class RetryCore:
                     if c.cooldown.scope == "app" or recipient is not None:
                         seconds = _scaled(c.cooldown.duration(self.wall_clock()))
                         key = "" if c.cooldown.scope == "app" else recipient or ""
-                        self.cooldowns.start(platform, c.cooldown.scope, key, seconds, c)
+                        if cooldowns.start(platform, c.cooldown.scope, key, seconds, c):
+                            yield StoreCall(
+                                functools.partial(cooldowns.publish, platform, c.cooldown.scope, key, seconds, c)
+                            )
                         exempt = True
                         self._emit(
                             "cooldown_started",
@@ -529,7 +544,8 @@ class RetryCore:
                     retry_after=retry_after,
                     wait=wait,
                 )
-                if decision.action == "retry" and not self.budgets.spend(platform, policy.budget):
+                spend = functools.partial(budgets.spend, platform, policy.budget)
+                if decision.action == "retry" and not ((yield StoreCall(spend)) if budgets.shared else spend()):
                     decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
                 if decision.action == "give_up":
                     assert decision.error is not None

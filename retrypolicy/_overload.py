@@ -103,6 +103,7 @@ class Budgets:
         self._interval = 1.0
         self._clock: Callable[[], float] = time.monotonic
         self._next_push = 0.0
+        self.shared = False  # spend() and push() do store I/O: the flow has the driver call them
 
     def share(
         self,
@@ -119,6 +120,7 @@ class Budgets:
         self._interval = interval
         self._clock = clock
         self._shared = shared
+        self.shared = True
 
     def _take(self, platform: str, bucket: _Bucket, cost: float) -> bool | None:
         """Ask the shared budget (pushing the pending refills); None if it cannot answer."""
@@ -164,6 +166,7 @@ class Budgets:
             return True
 
     def success(self, platform: str, table: object = None) -> None:
+        """Refill after a success, locally; a shared budget gets the refills at the next :meth:`push`."""
         buckets = self._buckets
         bucket = buckets[platform] if platform in buckets else self._bucket(platform, table)
         if bucket is None:
@@ -172,14 +175,20 @@ class Budgets:
             with self._lock:
                 bucket.pending += bucket.settings.refill
                 bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
-            now = self._clock()
-            if now >= self._next_push:  # refills reach the shared budget once per interval
-                self._next_push = now + self._interval
-                self.push()
-            return
-        if bucket.level < bucket.settings.capacity:
+        elif bucket.level < bucket.settings.capacity:
             with self._lock:
                 bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
+
+    def claim_push(self) -> bool:
+        """True, for one caller per interval, when the refills are due to be pushed (:meth:`push`)."""
+        if self._shared is None:
+            return False
+        with self._lock:
+            now = self._clock()
+            if now < self._next_push:
+                return False
+            self._next_push = now + self._interval
+            return True
 
     def push(self) -> None:
         """Push the pending refills of every bucket to the shared budget now."""
@@ -216,6 +225,7 @@ class Cooldowns:
         self._interval = 1.0
         self._next_pull = 0.0
         self._since: dict[str, float] = {}
+        self.shared = False  # pull() and publish() do store I/O: the flow has the driver call them
 
     def share(self, shared: SharedCooldowns, names: Mapping[str, str], guard: _Guard, *, interval: float = 1.0) -> None:
         """Share the cooldowns of ``names`` (platform -> store key) through ``shared`` from now on:
@@ -225,13 +235,27 @@ class Cooldowns:
         self._interval = interval
         self._next_pull = 0.0
         self._shared = shared
+        self.shared = True
 
     @property
     def running(self) -> bool:
-        """Whether any cooldown may be running (pulling the shared ones once per interval)."""
-        if self._shared is not None and self.clock() >= self._next_pull:
-            self.pull()
-        return bool(self._until)
+        """Whether a cooldown may be running here, or the shared ones are due to be pulled
+        (:meth:`pull_due`). No I/O: the flow has the driver call :meth:`pull`."""
+        return bool(self._until) or (self.shared and self.pull_due())
+
+    def pull_due(self) -> bool:
+        return self._shared is not None and self.clock() >= self._next_pull
+
+    def claim_pull(self) -> bool:
+        """True, for one caller per interval, when the shared cooldowns are due to be pulled."""
+        if self._shared is None:
+            return False
+        with self._lock:
+            now = self.clock()
+            if now < self._next_pull:
+                return False
+            self._next_pull = now + self._interval
+            return True
 
     def pull(self) -> None:
         """Read the cooldowns other processes started (the flow does it once per interval)."""
@@ -250,8 +274,14 @@ class Cooldowns:
             for scope, key, left, classification in entries:
                 self._start(platform, scope, key, left, classification)
 
-    def start(self, platform: str, scope: str, key: str, seconds: float, classification: object) -> None:
+    def start(self, platform: str, scope: str, key: str, seconds: float, classification: object) -> bool:
+        """Start a cooldown here. True when it should also be published to the shared store:
+        the caller then calls :meth:`publish` with the same arguments."""
         self._start(platform, scope, key, seconds, classification)
+        return self._shared is not None and platform in self._names
+
+    def publish(self, platform: str, scope: str, key: str, seconds: float, classification: object) -> None:
+        """Tell the other processes about a cooldown (store I/O; a failing store is skipped)."""
         shared, guard, name = self._shared, self._guard, self._names.get(platform)
         if shared is not None and guard is not None and name is not None and guard.available():
             try:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeAlias
 
 import anyio
+import anyio.to_thread
 import httpx
 
 from ._core import (
@@ -18,6 +19,7 @@ from ._core import (
     RenewToken,
     RetryCore,
     Sleep,
+    StoreCall,
 )
 from ._errors import ConfigurationError
 from ._load import load_policy
@@ -183,6 +185,7 @@ class RetryTransport(httpx.BaseTransport):
         flow = self._core.flow(request)
         result: Any = None
         error: BaseException | None = None
+        last: httpx.Response | None = None  # the latest response, closed if we never hand it back
         while True:
             try:
                 action = flow.throw(error) if error is not None else flow.send(result)
@@ -192,13 +195,15 @@ class RetryTransport(httpx.BaseTransport):
             result, error = None, None
             try:
                 if isinstance(action, httpx.Request):  # the common action, without a call to _perform
-                    result = self._transport.handle_request(action)
+                    result = last = self._transport.handle_request(action)
                 else:
                     result = self._perform(action)
             except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
                 error = exc
-            except BaseException:
+            except BaseException:  # interrupted: the flow ends here, and so does its response
                 flow.close()
+                if last is not None:
+                    last.close()
                 raise
 
     def _perform(self, action: Any) -> Any:
@@ -212,6 +217,8 @@ class RetryTransport(httpx.BaseTransport):
             return action.response.close()
         if isinstance(action, Sleep):
             return time.sleep(action.seconds) if action.seconds > 0 else None
+        if isinstance(action, StoreCall):
+            return action.call()
         if isinstance(action, (FetchToken, RenewToken)):
             manager = action.manager
             assert isinstance(manager, TokenManager)
@@ -264,6 +271,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         flow: Flow = self._core.flow(request)
         result: Any = None
         error: BaseException | None = None
+        last: httpx.Response | None = None  # the latest response, closed if we never hand it back
         while True:
             try:
                 action = flow.throw(error) if error is not None else flow.send(result)
@@ -273,13 +281,16 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             result, error = None, None
             try:
                 if isinstance(action, httpx.Request):  # the common action, without a call to _perform
-                    result = await self._transport.handle_async_request(action)
+                    result = last = await self._transport.handle_async_request(action)
                 else:
                     result = await self._perform(action)
             except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
                 error = exc
-            except BaseException:
+            except BaseException:  # cancelled: the flow ends here, and so does its response
                 flow.close()
+                if last is not None:
+                    with anyio.CancelScope(shield=True):
+                        await last.aclose()
                 raise
 
     async def _perform(self, action: Any) -> Any:
@@ -293,6 +304,8 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             return await action.response.aclose()
         if isinstance(action, Sleep):
             return await anyio.sleep(action.seconds)
+        if isinstance(action, StoreCall):  # a blocking store call: off the event loop
+            return await anyio.to_thread.run_sync(action.call)
         if isinstance(action, (FetchToken, RenewToken)):
             manager = action.manager
             assert isinstance(manager, AsyncTokenManager)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
@@ -12,7 +13,7 @@ from structlog.testing import capture_logs
 import retrypolicy
 from retrypolicy import Cooldown, RetryBudget
 
-from .support import Recorder, make_client, ok, wechat
+from .support import Recorder, TrackedStream, make_client, ok, wechat
 
 SEND = "https://api.weixin.qq.com/cgi-bin/message/custom/send?access_token=t0k3n-value"
 CLOUD = "https://graph.facebook.com/v21.0/123/messages"
@@ -191,3 +192,86 @@ def test_snapshot_counts(mode: str) -> None:
     assert (snap.requests, snap.attempts, snap.retries, snap.renewals, snap.succeeded) == (2, 4, 1, 1, 1)
     assert snap.gave_up == {"user-action": 1}
     assert snap.budget == {"wechat": 99.1}  # 100 - 1 retry + 0.1 for one success
+
+
+# -- shared state: store calls leave the flow, and the event loop ------------------------------
+
+
+class RecordingSharedStore(retrypolicy.MemoryTokenStore):
+    """A token store that also shares cooldowns and the budget, recording the thread of each call."""
+
+    sync_interval = 0.0  # pull and push before every request
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    def cooldown_start(self, name: str, scope: str, key: str, seconds: float, classification: object) -> None:
+        self.calls.append(("cooldown_start", threading.get_ident()))
+
+    def cooldown_pull(self, name: str, since: float | None) -> tuple[float, list[tuple[str, str, float, object]]]:
+        self.calls.append(("cooldown_pull", threading.get_ident()))
+        return 0.0, []
+
+    def budget_take(self, name: str, capacity: float, cost: float, refill: float) -> tuple[bool, float]:
+        self.calls.append(("budget_take", threading.get_ident()))
+        return True, capacity
+
+
+def test_store_calls_run_off_the_event_loop(mode: str) -> None:
+    store = RecordingSharedStore()
+    answers = iter([cloud_error(130429), ok(), ok()])  # a rate limit: cooldown, one retry, then success
+    s = Session(mode, lambda r: next(answers), policy="whatsapp_cloud", token=lambda: "tok", token_store=store)
+    loop_threads: list[int] = []
+
+    if mode == "sync":
+        s.post(CLOUD, json={"to": "1"})
+        s.post(CLOUD, json={"to": "1"})
+        caller = threading.get_ident()
+    else:
+
+        async def run() -> None:
+            loop_threads.append(threading.get_ident())
+            await s.client.post(CLOUD, json={"to": "1"})
+            await s.client.post(CLOUD, json={"to": "1"})
+
+        anyio.run(run)
+        caller = loop_threads[0]
+    names = [name for name, _ in store.calls]
+    # pulled before each attempt, the cooldown published, the retry spent, refills pushed before request 2
+    assert names.count("cooldown_pull") >= 2
+    assert names.count("cooldown_start") == 1
+    assert names.count("budget_take") == 2
+    threads = {thread for _, thread in store.calls}
+    if mode == "sync":
+        assert threads == {caller}  # the sync transport calls the store in the caller's thread
+    else:
+        assert caller not in threads  # never in the event loop's thread
+
+
+class Interrupt(BaseException):
+    """Like KeyboardInterrupt: not an Exception, so nothing on the way may swallow it."""
+
+
+class InterruptingStore(RecordingSharedStore):
+    def budget_take(self, name: str, capacity: float, cost: float, refill: float) -> tuple[bool, float]:
+        super().budget_take(name, capacity, cost, refill)
+        if cost:  # the retry's spend, while the failed response is still open
+            raise Interrupt
+        return True, capacity
+
+
+def test_interrupted_store_call_closes_the_open_response(mode: str) -> None:
+    store = InterruptingStore()
+    streams: list[TrackedStream] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        stream = TrackedStream(b"<html>busy</html>")  # no length: passed on unread, classified by status
+        streams.append(stream)
+        return httpx.Response(503, headers={"content-type": "text/html"}, stream=stream)
+
+    s = Session(mode, handler, policy="whatsapp_cloud", token=lambda: "tok", token_store=store)
+    with pytest.raises(Interrupt):
+        s.post(CLOUD, json={"to": "1"})
+    assert [name for name, _ in store.calls][-1] == "budget_take"
+    assert len(streams) == 1 and streams[0].closed  # the driver closed what the flow still held
