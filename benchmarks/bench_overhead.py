@@ -7,7 +7,8 @@ Two measures, each printed as a table:
   httpx-retries alike suffer the machine's noise); median µs per request over the rounds.
 * instructions (when ``perf stat`` can count them): user-space CPU instructions per request,
   from one process doing N requests minus one doing none. Near-deterministic (±0.2%), so it
-  shows a 1% difference that wall-clock noise on a shared machine hides.
+  shows a 1% difference that wall-clock noise on a shared machine hides. Branch misses are
+  printed beside them: interpreted code pays for them, so instructions understate time.
 
     python benchmarks/bench_overhead.py [--requests N] [--rounds R] [--case NAME ...]
         [--skip-wall-clock] [--skip-instructions]
@@ -116,36 +117,41 @@ def wall_clock(names: list[str], requests: int, rounds: int) -> None:
             client.close()
 
 
-def _perf_instructions(name: str, contender: str, requests: int) -> int | None:
-    cmd = ["perf", "stat", "-x,", "-e", "instructions:u", sys.executable, __file__, "--worker", name, contender]
+def _perf_counts(name: str, contender: str, requests: int) -> tuple[int, int] | None:
+    """(instructions, branch misses) in user space of a worker process, or None if perf cannot tell."""
+    events = "instructions:u,branch-misses:u"
+    cmd = ["perf", "stat", "-x,", "-e", events, sys.executable, __file__, "--worker", name, contender]
     result = subprocess.run([*cmd, str(requests)], capture_output=True, text=True, check=False)
+    counts: dict[str, int] = {}
     for line in result.stderr.splitlines():
         fields = line.split(",")
-        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
-            return int(fields[0])
-    return None
+        if len(fields) > 2 and fields[0].isdigit():
+            counts[fields[2].split(":")[0]] = int(fields[0])
+    if "instructions" not in counts or "branch-misses" not in counts:
+        return None
+    return counts["instructions"], counts["branch-misses"]
 
 
 def instructions(names: list[str], requests: int) -> None:
-    if shutil.which("perf") is None or _perf_instructions(names[0], CONTENDERS[0], 0) is None:
+    if shutil.which("perf") is None or _perf_counts(names[0], CONTENDERS[0], 0) is None:
         print("instructions: skipped (perf stat cannot count instructions on this machine)")
         return
-    print(f"instructions: user-space instructions per request (perf stat; {requests} requests minus none)")
-    print(f"{'case':<22} {'client':<15} {'instr/request':>14} {'overhead':>9} {'extra':>8}")
+    print(f"instructions: user space, per request (perf stat; {requests} requests minus none)")
+    print(f"{'case':<22} {'client':<15} {'instr/request':>14} {'overhead':>9} {'extra':>8} {'branch misses':>14}")
     for name in names:
-        per: dict[str, float] = {}
+        per: dict[str, tuple[float, float]] = {}
         for contender in CONTENDERS:
-            idle = _perf_instructions(name, contender, 0)
-            busy = _perf_instructions(name, contender, requests)
+            idle = _perf_counts(name, contender, 0)
+            busy = _perf_counts(name, contender, requests)
             if idle is None or busy is None:
                 print(f"{name:<22} {contender:<15} {'failed':>14}")
                 continue
-            per[contender] = (busy - idle) / requests
-        base = per.get(CONTENDERS[0])
-        for contender, value in per.items():
+            per[contender] = ((busy[0] - idle[0]) / requests, (busy[1] - idle[1]) / requests)
+        base = per.get(CONTENDERS[0], (0.0, 0.0))[0]
+        for contender, (value, misses) in per.items():
             overhead = f"{100 * (value / base - 1):>8.1f}%" if base else ""
             extra = f"{(value - base) / 1000:>7.1f}k" if base else ""
-            print(f"{name:<22} {contender:<15} {value:>14,.0f} {overhead:>9} {extra:>8}")
+            print(f"{name:<22} {contender:<15} {value:>14,.0f} {overhead:>9} {extra:>8} {misses:>14,.0f}")
 
 
 def worker(name: str, contender: str, requests: int) -> None:

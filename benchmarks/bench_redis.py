@@ -20,14 +20,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -37,38 +32,12 @@ import structlog
 
 import retrypolicy
 from retrypolicy.hooks import WeChatTokenHook
-from retrypolicy.testing import FakeWeChat
+from retrypolicy.testing import FakeWeChat, redis_server
 
 APPID, SECRET = "wx0000000000bench", "bench-app-secret"
 SEND = "/cgi-bin/message/custom/send"
 BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
 OK = httpx.Response(200, json={"errcode": 0, "errmsg": "ok"})
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("bench_redis: redis-server is not installed (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64):
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.kill()
-        process.wait()
 
 
 # -- 1. renewals per expiry ----------------------------------------------------------------------
@@ -203,7 +172,8 @@ def overhead_async(redis_url: str, requests: int, rounds: int) -> dict[str, floa
 
 
 def run(concurrency: int, expiries: int, requests: int, rounds: int) -> None:
-    with redis_server() as redis_url:
+    with redis_server() as server:
+        redis_url = server.url
         print(f"Renewals (token endpoint calls): {concurrency} concurrent requests per process, {expiries} expiries")
         print(f"{'processes':>9}  {'store':<16} {'first token':>11} {'per expiry':>10}  {'goal':>4}")
         for processes in (1, 4, 16):

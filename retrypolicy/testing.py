@@ -84,6 +84,9 @@ import math
 import random
 import re
 import secrets
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections import deque
@@ -112,9 +115,11 @@ __all__ = [
     "Fault",
     "GatewayError",
     "RateLimited",
+    "RedisServer",
     "Slow",
     "TokenExpired",
     "UserAction",
+    "redis_server",
 ]
 
 
@@ -1108,3 +1113,72 @@ class FakeWhatsAppCloud(FakePlatform):
                 "messages": [{"id": wamid}],
             },
         )
+
+
+# -- a throwaway Redis, for tests of RedisTokenStore --------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A redis-server started by :func:`redis_server`: ``url`` to connect, ``kill()`` to crash it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def __repr__(self) -> str:  # never the password
+        return f"RedisServer(port={self.port}, running={self.process.poll() is None})"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def redis_server(password: str | None = None, *, timeout: float = 10.0) -> Iterator[RedisServer]:
+    """Start a redis-server on 127.0.0.1 and a free port, without persistence; kill it at the end.
+
+    For tests of :class:`~retrypolicy.RedisTokenStore` with several workers::
+
+        with redis_server() as server:
+            store = retrypolicy.RedisTokenStore.from_url(server.url)
+
+    Needs the ``redis-server`` binary (Debian/Ubuntu: ``apt-get install redis-server``); raises
+    ``RuntimeError`` naming it when it is missing or does not answer within ``timeout`` seconds.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis_server() needs the redis-server binary (apt-get install redis-server)")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if password:
+        args += ["--requirepass", password]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(process, port, password)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64):
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{port} within {timeout:g} s")
+            time.sleep(0.02)
+        yield server
+    finally:
+        server.kill()

@@ -6,15 +6,9 @@ pytest and nothing heavy beyond retrypolicy itself.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,58 +17,11 @@ import httpx
 
 import retrypolicy
 from retrypolicy.hooks import WeChatTokenHook
+from retrypolicy.testing import RedisServer, free_port, redis_server
+
+__all__ = ["SEND", "RedisServer", "drain", "free_port", "lock_holder_worker", "redis_server", "stampede_worker"]
 
 SEND = "/cgi-bin/message/custom/send"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class RedisServer:
-    process: subprocess.Popen[bytes]
-    port: int
-    password: str | None
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def redis_server(password: str | None = None) -> Iterator[RedisServer]:
-    """A redis-server on 127.0.0.1 and a free port, no persistence; killed at the end."""
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    if password:
-        args += ["--requirepass", password]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(process, port, password)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64):
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-        yield server
-    finally:
-        server.kill()
 
 
 def stampede_worker(

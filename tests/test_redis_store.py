@@ -22,6 +22,7 @@ import redis
 from structlog.testing import capture_logs
 
 import retrypolicy
+import retrypolicy.testing
 from retrypolicy._store import SharedError, StoredToken, store_key
 from retrypolicy.hooks import WeChatTokenHook
 from retrypolicy.testing import ErrorCode, FakeWeChat, RateLimited
@@ -519,3 +520,22 @@ def test_guard_logs_once_per_outage() -> None:
         ("retrypolicy.store_recovered", "info"),
     ]
     assert logs[0]["error"] == "ConnectionError" and "pw" not in repr(logs)
+
+
+# -- retrypolicy.testing.redis_server ----------------------------------------------------------
+
+
+def test_redis_server_helper_starts_answers_and_stops() -> None:
+    with retrypolicy.testing.redis_server(password="pw-secret") as server:
+        assert redis.Redis.from_url(server.url).ping() is True
+        assert "pw-secret" not in repr(server)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port, password="wrong").ping()
+    assert server.process.poll() is not None  # killed on the way out
+
+
+def test_redis_server_helper_names_a_missing_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    helper = retrypolicy.testing.redis_server()
+    with pytest.raises(RuntimeError, match=r"redis-server binary \(apt-get install redis-server\)"):
+        helper.__enter__()
