@@ -58,6 +58,20 @@ def cases() -> list[Case]:
             expect_error=False,
         ),
         Case(
+            "wechat success, errcode 0",
+            wechat,
+            _json_response(200, {"errcode": 0, "errmsg": "ok", "msgid": 200228332}),
+            expect_error=False,
+        ),
+        Case(
+            "tencent_im success (sendmsg)",
+            tencent,
+            _json_response(
+                200, {"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0, "MsgTime": 1700000000, "MsgKey": "1_2_3"}
+            ),
+            expect_error=False,
+        ),
+        Case(
             "tencent_im error",
             tencent,
             _json_response(200, {"ActionStatus": "FAIL", "ErrorCode": 70001, "ErrorInfo": "usersig expired"}),
