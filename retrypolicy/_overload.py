@@ -80,6 +80,30 @@ class RetryBudget:
             raise ConfigurationError("RetryBudget.retry_cost must be > 0")
 
 
+class _Gate:
+    """Lets one caller through per interval: store syncs happen once per ``seconds``, not per request."""
+
+    __slots__ = ("_lock", "_next", "clock", "seconds")
+
+    def __init__(self, seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._next = 0.0  # the first call passes
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        return self.clock() >= self._next
+
+    def claim(self) -> bool:
+        """True for exactly one caller once the interval has passed (then the next one starts)."""
+        with self._lock:
+            now = self.clock()
+            if now < self._next:
+                return False
+            self._next = now + self.seconds
+            return True
+
+
 class _Bucket:
     __slots__ = ("level", "pending", "settings")
 
@@ -100,9 +124,7 @@ class Budgets:
         self._shared: SharedBudgets | None = None
         self._names: Mapping[str, str] = {}
         self._guard: _Guard | None = None
-        self._interval = 1.0
-        self._clock: Callable[[], float] = time.monotonic
-        self._next_push = 0.0
+        self._push = _Gate()
         self.shared = False  # spend() and push() do store I/O: the flow has the driver call them
 
     def share(
@@ -117,8 +139,7 @@ class Budgets:
         """Keep the buckets of ``names`` (platform -> store key) in ``shared`` from now on."""
         self._names = dict(names)
         self._guard = guard
-        self._interval = interval
-        self._clock = clock
+        self._push = _Gate(interval, clock)
         self._shared = shared
         self.shared = True
 
@@ -181,14 +202,7 @@ class Budgets:
 
     def claim_push(self) -> bool:
         """True, for one caller per interval, when the refills are due to be pushed (:meth:`push`)."""
-        if self._shared is None:
-            return False
-        with self._lock:
-            now = self._clock()
-            if now < self._next_push:
-                return False
-            self._next_push = now + self._interval
-            return True
+        return self._shared is not None and self._push.claim()
 
     def push(self) -> None:
         """Push the pending refills of every bucket to the shared budget now."""
@@ -222,8 +236,7 @@ class Cooldowns:
         self._shared: SharedCooldowns | None = None
         self._names: Mapping[str, str] = {}
         self._guard: _Guard | None = None
-        self._interval = 1.0
-        self._next_pull = 0.0
+        self._pull = _Gate(1.0, clock)
         self._since: dict[str, float] = {}
         self.shared = False  # pull() and publish() do store I/O: the flow has the driver call them
 
@@ -232,8 +245,7 @@ class Cooldowns:
         starts are written at once, others' starts are read at most every ``interval`` seconds."""
         self._names = dict(names)
         self._guard = guard
-        self._interval = interval
-        self._next_pull = 0.0
+        self._pull = _Gate(interval, self.clock)
         self._shared = shared
         self.shared = True
 
@@ -244,23 +256,16 @@ class Cooldowns:
         return bool(self._until) or (self.shared and self.pull_due())
 
     def pull_due(self) -> bool:
-        return self._shared is not None and self.clock() >= self._next_pull
+        return self._shared is not None and self._pull.due()
 
     def claim_pull(self) -> bool:
         """True, for one caller per interval, when the shared cooldowns are due to be pulled."""
-        if self._shared is None:
-            return False
-        with self._lock:
-            now = self.clock()
-            if now < self._next_pull:
-                return False
-            self._next_pull = now + self._interval
-            return True
+        return self._shared is not None and self._pull.claim()
 
     def pull(self) -> None:
-        """Read the cooldowns other processes started (the flow does it once per interval)."""
+        """Read the cooldowns other processes started (the flow does it once per interval,
+        after :meth:`claim_pull`)."""
         shared, guard = self._shared, self._guard
-        self._next_pull = self.clock() + self._interval
         if shared is None or guard is None or not guard.available():
             return
         for platform, name in self._names.items():
