@@ -5,9 +5,10 @@ Two layers, both free of I/O:
 * :func:`decide` is a pure function: (classification, state, limits) -> :class:`Decision`.
   :class:`RetryState` is immutable; each attempt gives a new one with its history (urllib3 style).
 * :meth:`RetryCore.flow` is a sans-IO generator, like httpx's ``auth_flow``: it yields actions
-  (the request to send, as in ``auth_flow``; :class:`Read`, :class:`Close`, :class:`Sleep`, :class:`FetchToken`,
-  :class:`RenewToken`) and receives their results. The sync and async transports drive it with a
-  loop of a dozen lines each; they own every socket, sleep and lock.
+  (the ``httpx.Request`` to send, as ``auth_flow`` does, or a :class:`Read`, :class:`Close`,
+  :class:`Sleep`, :class:`FetchToken`, :class:`RenewToken` or :class:`StoreCall`) and receives
+  their results. The sync and async transports drive it with a loop of a dozen lines each; they
+  own every socket, sleep, lock and store call.
 """
 
 from __future__ import annotations
@@ -285,11 +286,6 @@ def _url_with_param(url: str, name: str, value: str) -> httpx.URL:
     return httpx.URL(url).copy_set_param(name, value)
 
 
-def replayable(request: httpx.Request) -> bool:
-    """Can the body be sent again? Bytes and multipart (files are rewound) can; generators can't."""
-    return isinstance(request.stream, _REPLAYABLE)
-
-
 def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
     """The recipient named in a JSON request body (the table's ``recipient`` paths), if any."""
     if not isinstance(request.stream, httpx.ByteStream):
@@ -433,7 +429,8 @@ class RetryCore:
                     reason = scrub(str(exc), self.secrets(token))  # a hook's error may quote a token
                     raise self._give_up(TokenRefreshFailed, c, request, 0, 0.0, reason) from None
                 request = with_token(request, placement, token)
-            # before sending: a transport may swap the stream once read
+            # can the body be sent again? Bytes and multipart (files are rewound) can, generators can't.
+            # Asked before sending: a transport may swap the stream once read.
             can_replay = isinstance(request.stream, _REPLAYABLE)
             recipient: str | None = None
             recipient_read = not policy.recipient  # read the request body for it at most once, and only if needed
@@ -442,11 +439,11 @@ class RetryCore:
             started = self.clock()
             cooldowns, budgets = self.cooldowns, self.budgets
             max_body = policy.retry.max_body_bytes
-            if budgets.shared and budgets.claim_push():  # before sending: nothing to clean up if cancelled
+            if budgets.store is not None and budgets.claim_push():  # before sending: nothing to clean up if cancelled
                 yield StoreCall(budgets.push)
             while True:
                 if cooldowns.running and not exempt:  # nothing to check on the hot path
-                    if cooldowns.shared and cooldowns.claim_pull():
+                    if cooldowns.store is not None and cooldowns.claim_pull():
                         yield StoreCall(cooldowns.pull)
                     if not recipient_read:
                         recipient, recipient_read = recipient_of(request, policy), True
@@ -544,9 +541,10 @@ class RetryCore:
                     retry_after=retry_after,
                     wait=wait,
                 )
-                spend = functools.partial(budgets.spend, platform, policy.budget)
-                if decision.action == "retry" and not ((yield StoreCall(spend)) if budgets.shared else spend()):
-                    decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
+                if decision.action == "retry":
+                    spend = functools.partial(budgets.spend, platform, policy.budget)
+                    if not ((yield StoreCall(spend)) if budgets.store is not None else spend()):
+                        decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
                 if decision.action == "give_up":
                     assert decision.error is not None
                     if response is not None and c.category not in self.raise_on:

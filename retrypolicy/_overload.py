@@ -121,11 +121,10 @@ class Budgets:
         self.settings = settings
         self._buckets: dict[str, _Bucket | None] = {}
         self._lock = threading.Lock()
-        self._shared: SharedBudgets | None = None
+        self.store: SharedBudgets | None = None  # set by share(): spend() and push() then do store I/O
         self._names: Mapping[str, str] = {}
         self._guard: _Guard | None = None
         self._push = _Gate()
-        self.shared = False  # spend() and push() do store I/O: the flow has the driver call them
 
     def share(
         self,
@@ -140,12 +139,11 @@ class Budgets:
         self._names = dict(names)
         self._guard = guard
         self._push = _Gate(interval, clock)
-        self._shared = shared
-        self.shared = True
+        self.store = shared
 
     def _take(self, platform: str, bucket: _Bucket, cost: float) -> bool | None:
         """Ask the shared budget (pushing the pending refills); None if it cannot answer."""
-        shared, guard, name = self._shared, self._guard, self._names.get(platform)
+        shared, guard, name = self.store, self._guard, self._names.get(platform)
         if shared is None or guard is None or name is None or not guard.available():
             return None
         with self._lock:
@@ -176,7 +174,7 @@ class Budgets:
         bucket = self._bucket(platform, table)
         if bucket is None:
             return True
-        if self._shared is not None:
+        if self.store is not None:
             taken = self._take(platform, bucket, bucket.settings.retry_cost)
             if taken is not None:
                 return taken
@@ -192,7 +190,7 @@ class Budgets:
         bucket = buckets[platform] if platform in buckets else self._bucket(platform, table)
         if bucket is None:
             return
-        if self._shared is not None:
+        if self.store is not None:
             with self._lock:
                 bucket.pending += bucket.settings.refill
                 bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
@@ -202,7 +200,7 @@ class Budgets:
 
     def claim_push(self) -> bool:
         """True, for one caller per interval, when the refills are due to be pushed (:meth:`push`)."""
-        return self._shared is not None and self._push.claim()
+        return self.store is not None and self._push.claim()
 
     def push(self) -> None:
         """Push the pending refills of every bucket to the shared budget now."""
@@ -233,12 +231,11 @@ class Cooldowns:
         self._until: dict[tuple[str, str, str], tuple[float, object]] = {}
         self._lock = threading.Lock()
         self.clock = clock
-        self._shared: SharedCooldowns | None = None
+        self.store: SharedCooldowns | None = None  # set by share(): pull() and publish() then do store I/O
         self._names: Mapping[str, str] = {}
         self._guard: _Guard | None = None
         self._pull = _Gate(1.0, clock)
         self._since: dict[str, float] = {}
-        self.shared = False  # pull() and publish() do store I/O: the flow has the driver call them
 
     def share(self, shared: SharedCooldowns, names: Mapping[str, str], guard: _Guard, *, interval: float = 1.0) -> None:
         """Share the cooldowns of ``names`` (platform -> store key) through ``shared`` from now on:
@@ -246,26 +243,22 @@ class Cooldowns:
         self._names = dict(names)
         self._guard = guard
         self._pull = _Gate(interval, self.clock)
-        self._shared = shared
-        self.shared = True
+        self.store = shared
 
     @property
     def running(self) -> bool:
-        """Whether a cooldown may be running here, or the shared ones are due to be pulled
-        (:meth:`pull_due`). No I/O: the flow has the driver call :meth:`pull`."""
-        return bool(self._until) or (self.shared and self.pull_due())
-
-    def pull_due(self) -> bool:
-        return self._shared is not None and self._pull.due()
+        """Whether a cooldown may be running here, or the shared ones are due to be pulled.
+        No I/O: the flow has the driver call :meth:`pull`."""
+        return bool(self._until) or (self.store is not None and self._pull.due())
 
     def claim_pull(self) -> bool:
         """True, for one caller per interval, when the shared cooldowns are due to be pulled."""
-        return self._shared is not None and self._pull.claim()
+        return self.store is not None and self._pull.claim()
 
     def pull(self) -> None:
         """Read the cooldowns other processes started (the flow does it once per interval,
         after :meth:`claim_pull`)."""
-        shared, guard = self._shared, self._guard
+        shared, guard = self.store, self._guard
         if shared is None or guard is None or not guard.available():
             return
         for platform, name in self._names.items():
@@ -283,11 +276,11 @@ class Cooldowns:
         """Start a cooldown here. True when it should also be published to the shared store:
         the caller then calls :meth:`publish` with the same arguments."""
         self._start(platform, scope, key, seconds, classification)
-        return self._shared is not None and platform in self._names
+        return self.store is not None and platform in self._names
 
     def publish(self, platform: str, scope: str, key: str, seconds: float, classification: object) -> None:
         """Tell the other processes about a cooldown (store I/O; a failing store is skipped)."""
-        shared, guard, name = self._shared, self._guard, self._names.get(platform)
+        shared, guard, name = self.store, self._guard, self._names.get(platform)
         if shared is not None and guard is not None and name is not None and guard.available():
             try:
                 shared.cooldown_start(name, scope, key, seconds, classification)
