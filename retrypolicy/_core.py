@@ -112,6 +112,17 @@ class RenewToken:
     stale: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class First:
+    """A first attempt the driver made on its own (see :meth:`RetryCore.ready`) that did not
+    succeed: :meth:`RetryCore.flow` takes over from it as if it had made it itself."""
+
+    sent: httpx.Request
+    started: float
+    response: httpx.Response | None
+    error: Exception | None
+
+
 Action: TypeAlias = httpx.Request | Read | Close | Sleep | FetchToken | RenewToken | StoreCall
 Flow: TypeAlias = Generator[Action, Any, httpx.Response]
 
@@ -398,11 +409,61 @@ class RetryCore:
         values = [m.current() for m in self.managers.values()]
         return [v for v in (*values, *extra) if v]
 
-    def flow(self, request: httpx.Request) -> Flow:
+    # -- the fast path: a first attempt that succeeds never starts the flow
+
+    def ready(self, request: httpx.Request) -> tuple[httpx.Request, Policy] | None:
+        """The request to send at once, and its policy, when nothing before the first attempt
+        needs the flow: no per-request options, no cooldown running or due to be pulled, no shared
+        budget, a body that can be sent again, and, with a token hook, a fresh token in memory
+        and none in the request. ``None``: drive :meth:`flow` instead. No I/O, nothing to undo.
+
+        The driver sends it, reads the body if :meth:`must_read`, and asks :meth:`settle`; if that
+        says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
+        """
+        policy = self._single if self._single is not None else self.policy_for(request)
+        if (
+            policy is None
+            or EXTENSION in request.extensions
+            or self.cooldowns.running
+            or self.budgets.store is not None
+            or not isinstance(request.stream, _REPLAYABLE)
+        ):
+            return None
+        manager = self.managers.get(policy.platform) if self.managers else None
+        if manager is None:
+            return request, policy
+        token = manager.fresh()
+        if token is None or token_in(request, policy.token) is not None:
+            return None  # a renewal is due, or the request brings its own token: the flow decides
+        return with_token(request, policy.token, token), policy
+
+    @staticmethod
+    def must_read(policy: Policy, response: httpx.Response) -> bool:
+        """Should the driver read the body before :meth:`settle`? (See :func:`readable`.)"""
+        return not hasattr(response, "_content") and readable(response, policy.retry.max_body_bytes)
+
+    def settle(self, policy: Policy, response: httpx.Response) -> bool:
+        """True, and counted, when the fast path's response is a success to return as it is."""
+        if policy.classify(response) is not None:
+            return False
+        self.budgets.success(policy.platform, policy.budget)
+        next(self.stats.first_try)
+        return True
+
+    def interrupted(self) -> None:
+        """Count a fast-path attempt cut short by a ``BaseException`` (the flow counts its own)."""
+        with self.stats.lock:
+            self.stats.requests += 1
+            self.stats.attempts += 1
+
+    # -- the flow
+
+    def flow(self, request: httpx.Request, first: First | None = None) -> Flow:
         """The life of one logical request, as a sans-IO generator of actions.
 
         Sending is yielded as the request itself, as in httpx's ``auth_flow``; every other action
-        is one of the small classes above. The success path allocates nothing of its own.
+        is one of the small classes above. With ``first``, the flow takes over after a first
+        attempt the driver made through :meth:`ready`, and goes on exactly as if it had made it.
         """
         policy = self._single if self._single is not None else self.policy_for(request)
         if policy is None:
@@ -418,10 +479,12 @@ class RetryCore:
                 opts = self.options(policy, request)
             manager = self.managers.get(platform) if self.managers else None
             placement = policy.token
+            if first is not None:
+                request = first.sent  # ready() filled in a fresh token, if the transport has a hook
             token = token_in(request, placement) if manager is not None else None
             # Fill in a token when the request has none, or replace one the platform already refused
             # (a client with a default Authorization header keeps sending the old one).
-            if manager is not None and (token is None or manager.is_rejected(token)):
+            if first is None and manager is not None and (token is None or manager.is_rejected(token)):
                 try:
                     token = yield FetchToken(manager)
                 except TokenHookError as exc:
@@ -431,18 +494,18 @@ class RetryCore:
                 request = with_token(request, placement, token)
             # can the body be sent again? Bytes and multipart (files are rewound) can, generators can't.
             # Asked before sending: a transport may swap the stream once read.
-            can_replay = isinstance(request.stream, _REPLAYABLE)
+            can_replay = first is not None or isinstance(request.stream, _REPLAYABLE)
             recipient: str | None = None
             recipient_read = not policy.recipient  # read the request body for it at most once, and only if needed
             exempt = False  # the request that started a cooldown resends after its own wait, not blocked by it
             state = _FIRST_ATTEMPT
-            started = self.clock()
+            started = self.clock() if first is None else first.started
             cooldowns, budgets = self.cooldowns, self.budgets
             max_body = policy.retry.max_body_bytes
             if budgets.store is not None and budgets.claim_push():  # before sending: nothing to clean up if cancelled
                 yield StoreCall(budgets.push)
             while True:
-                if cooldowns.running and not exempt:  # nothing to check on the hot path
+                if first is None and cooldowns.running and not exempt:  # nothing to check on the hot path
                     if cooldowns.store is not None and cooldowns.claim_pull():
                         yield StoreCall(cooldowns.pull)
                     if not recipient_read:
@@ -466,9 +529,14 @@ class RetryCore:
                 sent = True
                 attempts += 1
                 try:
-                    response = yield request
-                    if not hasattr(response, "_content") and readable(response, max_body):
-                        yield Read(response)
+                    if first is None:
+                        response = yield request
+                        if not hasattr(response, "_content") and readable(response, max_body):
+                            yield Read(response)
+                    else:  # the driver made this attempt (see ready()): take over from its outcome
+                        response, failure, first = first.response, first.error, None
+                        if failure is not None:
+                            raise failure
                 except httpx.TransportError as exc:
                     if response is not None:
                         yield Close(response)
@@ -477,6 +545,7 @@ class RetryCore:
                     c = _transport_classification(policy, exc, sent)
                     error: BaseException | None = exc
                 else:
+                    assert response is not None
                     c = policy.classify(response)  # type: ignore[assignment]
                     if c is None:
                         budgets.success(platform, policy.budget)
@@ -613,10 +682,12 @@ class RetryCore:
 
     def snapshot(self) -> Snapshot:
         """Counters since the transport was created, the budget levels and the running cooldowns."""
-        with self.stats.lock:
-            st = self.stats
-            counts = (st.requests, st.attempts, st.retries, st.renewals, st.succeeded, dict(st.gave_up))
-        return Snapshot(*counts, budget=self.budgets.levels(), cooldowns=self.cooldowns.active())
+        st = self.stats
+        with st.lock:
+            quick = st.first_tries()
+            counts = (st.requests + quick, st.attempts + quick, st.retries, st.renewals, st.succeeded + quick)
+            gave_up = dict(st.gave_up)
+        return Snapshot(*counts, gave_up, budget=self.budgets.levels(), cooldowns=self.cooldowns.active())
 
     def _emit(
         self, event: str, c: Classification, request: httpx.Request, attempt: int, elapsed: float, **extra: Any

@@ -272,6 +272,10 @@ class _ManagerBase:
         """The token in use now, if any (no renewal)."""
         return self._state.value
 
+    def fresh(self) -> str | None:
+        """The token to send now if no renewal is due (none yet, or near expiry: ``None``). No I/O."""
+        return self._state.fresh()
+
     def is_rejected(self, token: str) -> bool:
         """Did the platform refuse this token, which has since been replaced?"""
         return self._state.is_rejected(token)

@@ -14,6 +14,7 @@ import httpx
 from ._core import (
     Close,
     FetchToken,
+    First,
     Flow,
     Read,
     RenewToken,
@@ -182,7 +183,31 @@ class RetryTransport(httpx.BaseTransport):
         self._transport = transport if transport is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        flow = self._core.flow(request)
+        core = self._core
+        ready = core.ready(request)
+        if ready is None:
+            return self._drive(core.flow(request))
+        sent, policy = ready  # the fast path: one attempt, no flow unless it fails
+        started = core.clock()
+        response: httpx.Response | None = None
+        try:
+            response = self._transport.handle_request(sent)
+            if core.must_read(policy, response):
+                response.read()
+        except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
+            if response is not None:
+                response.close()
+            return self._drive(core.flow(request, First(sent, started, response, exc)))
+        except BaseException:
+            if response is not None:
+                response.close()
+            core.interrupted()
+            raise
+        if core.settle(policy, response):
+            return response
+        return self._drive(core.flow(request, First(sent, started, response, None)))
+
+    def _drive(self, flow: Flow) -> httpx.Response:
         result: Any = None
         error: BaseException | None = None
         last: httpx.Response | None = None  # the latest response, closed if we never hand it back
@@ -268,7 +293,32 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        flow: Flow = self._core.flow(request)
+        core = self._core
+        ready = core.ready(request)
+        if ready is None:
+            return await self._drive(core.flow(request))
+        sent, policy = ready  # the fast path: one attempt, no flow unless it fails
+        started = core.clock()
+        response: httpx.Response | None = None
+        try:
+            response = await self._transport.handle_async_request(sent)
+            if core.must_read(policy, response):
+                await response.aread()
+        except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
+            if response is not None:
+                await response.aclose()
+            return await self._drive(core.flow(request, First(sent, started, response, exc)))
+        except BaseException:  # cancelled
+            if response is not None:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            core.interrupted()
+            raise
+        if core.settle(policy, response):
+            return response
+        return await self._drive(core.flow(request, First(sent, started, response, None)))
+
+    async def _drive(self, flow: Flow) -> httpx.Response:
         result: Any = None
         error: BaseException | None = None
         last: httpx.Response | None = None  # the latest response, closed if we never hand it back
