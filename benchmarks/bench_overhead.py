@@ -6,8 +6,9 @@ Two measures, each printed as a table:
 * wall clock: rounds interleaved in a new random order each round (bare, retrypolicy and
   httpx-retries alike suffer the machine's noise); median µs per request over the rounds.
 * instructions (when ``perf stat`` can count them): user-space CPU instructions per request,
-  from one process doing N requests minus one doing none. Near-deterministic (±0.2%), so it
-  shows a 1% difference that wall-clock noise on a shared machine hides. Branch misses are
+  from one process doing N requests minus one doing none. With address randomisation off
+  (``setarch -R``) and a fixed hash seed, two runs agree to within ~0.01k instructions per
+  request, so it shows a 0.1% difference that wall-clock noise on a shared machine hides. Branch misses are
   printed beside them: interpreted code pays for them, so instructions understate time.
 
     python benchmarks/bench_overhead.py [--requests N] [--rounds R] [--case NAME ...]
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import random
 import shutil
 import statistics
@@ -117,10 +119,22 @@ def wall_clock(names: list[str], requests: int, rounds: int) -> None:
             client.close()
 
 
+def _no_aslr() -> list[str]:
+    """``setarch -R``: the same addresses in every run, so that (with PYTHONHASHSEED fixed) two
+    runs count the same instructions to within a few hundred, not a few million."""
+    cmd = ["setarch", platform.machine(), "-R"]
+    if shutil.which("setarch") and subprocess.run([*cmd, "true"], capture_output=True, check=False).returncode == 0:
+        return cmd
+    return []
+
+
+_NO_ASLR: list[str] = []
+
+
 def _perf_counts(name: str, contender: str, requests: int) -> tuple[int, int] | None:
     """(instructions, branch misses) in user space of a worker process, or None if perf cannot tell."""
     events = "instructions:u,branch-misses:u"
-    cmd = ["perf", "stat", "-x,", "-e", events, sys.executable, __file__, "--worker", name, contender]
+    cmd = [*_NO_ASLR, "perf", "stat", "-x,", "-e", events, sys.executable, __file__, "--worker", name, contender]
     result = subprocess.run([*cmd, str(requests)], capture_output=True, text=True, check=False)
     counts: dict[str, int] = {}
     for line in result.stderr.splitlines():
@@ -136,7 +150,9 @@ def instructions(names: list[str], requests: int) -> None:
     if shutil.which("perf") is None or _perf_counts(names[0], CONTENDERS[0], 0) is None:
         print("instructions: skipped (perf stat cannot count instructions on this machine)")
         return
-    print(f"instructions: user space, per request (perf stat; {requests} requests minus none)")
+    _NO_ASLR[:] = _no_aslr()
+    fixed = ", address randomisation off" if _NO_ASLR else ""
+    print(f"instructions: user space, per request (perf stat; {requests} requests minus none{fixed})")
     print(f"{'case':<22} {'client':<15} {'instr/request':>14} {'overhead':>9} {'extra':>8} {'branch misses':>14}")
     for name in names:
         per: dict[str, tuple[float, float]] = {}
