@@ -100,6 +100,19 @@ def send(mode: str, handler: Handler, method: str = "POST", url: str = "", **kwa
     return anyio.run(run)
 
 
+def request_with(mode: str, client: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request through a client of the given mode that stays open for the next ones."""
+    if mode == "sync":
+        response: httpx.Response = client.request(method, url, **kwargs)
+        return response
+
+    async def run() -> httpx.Response:
+        response: httpx.Response = await client.request(method, url, **kwargs)
+        return response
+
+    return anyio.run(run)
+
+
 class TrackedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A response body that records whether it was read and closed."""
 

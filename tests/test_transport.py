@@ -7,14 +7,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from structlog.testing import capture_logs
 
 import retrypolicy
 from retrypolicy import Category
+from retrypolicy._core import RetryCore
 
-from .support import CountingHook, Recorder, TrackedStream, ok, send, tracked_json, wechat
+from .support import CountingHook, Recorder, TrackedStream, make_client, ok, request_with, send, tracked_json, wechat
 
 SEND_URL = "https://api.weixin.qq.com/cgi-bin/message/custom/send"
 
@@ -327,8 +329,6 @@ def test_bad_hook_gives_token_refresh_failed(mode: str, hook_kind: str, message:
             return "  "
 
         async def acall(self) -> str:
-            import anyio  # noqa: PLC0415
-
             if hook_kind == "hangs":
                 await anyio.sleep(5)
             return self()
@@ -386,8 +386,6 @@ def test_concurrent_threads_renew_once() -> None:
 
 
 def test_concurrent_tasks_renew_once() -> None:
-    import anyio  # noqa: PLC0415
-
     hook = CountingHook(delay=0.05)
     valid = {"tok1-secretvalue"}
 
@@ -416,8 +414,6 @@ def test_concurrent_tasks_renew_once() -> None:
 
 
 def test_cancelled_renewal_releases_the_lock() -> None:
-    import anyio  # noqa: PLC0415
-
     class SlowFirst:
         calls = 0
 
@@ -475,7 +471,6 @@ def test_download_stream_passes_through_unread(mode: str) -> None:
             assert stream.yielded == 0  # nothing was buffered by the transport
             total = sum(len(chunk) for chunk in response.iter_raw())
     else:
-        import anyio  # noqa: PLC0415
 
         async def run() -> int:
             t = retrypolicy.AsyncRetryTransport(
@@ -524,7 +519,6 @@ def test_refused_token_in_client_headers_is_replaced_up_front(mode: str) -> None
             for _ in range(3):
                 assert client.post(url, json={}).status_code == 200
     else:
-        import anyio  # noqa: PLC0415
 
         async def run() -> None:
             t = retrypolicy.AsyncRetryTransport("whatsapp_cloud", token=hook, transport=httpx.MockTransport(handler))
@@ -546,3 +540,106 @@ def test_table_marks_read_only_post_endpoints_safe(mode: str) -> None:
     with pytest.raises(retrypolicy.ResendUnsafe):
         send(mode, rec, policy="wechat", request={"json": {}})  # a message send is not
     assert len(rec.requests) == 1
+
+
+# -- the first attempt without the flow (RetryCore.ready / settle) ----------------------------
+
+
+class BreakingStream(TrackedStream):
+    """A JSON body that breaks off with ``error`` after its first chunk (sync), or hangs there
+    (async, ``hang=True``) until cancelled."""
+
+    def __init__(self, error: BaseException | None = None, *, hang: bool = False) -> None:
+        super().__init__(b'{"errcode":0,"errmsg":"ok","pad":"' + b"x" * 100 + b'"}', chunks=4)
+        self.error = error
+        self.hang = hang
+
+    def _parts(self) -> Iterator[bytes]:
+        for i, part in enumerate(super()._parts()):
+            if i == 1 and self.error is not None:
+                raise self.error
+            yield part
+
+    async def __aiter__(self) -> Any:
+        for i, part in enumerate(self._parts()):
+            if i == 1 and self.hang:
+                await anyio.sleep(60)
+            yield part
+
+    def response(self) -> httpx.Response:
+        headers = {"content-type": "application/json", "content-length": str(len(self.data))}
+        return httpx.Response(200, headers=headers, stream=self)
+
+
+def test_first_attempt_success_never_starts_the_flow(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    flows: list[bool] = []
+    original = RetryCore.flow
+
+    def spy(self: RetryCore, request: httpx.Request, first: Any = None) -> Any:
+        flows.append(first is not None)
+        return original(self, request, first)
+
+    monkeypatch.setattr(RetryCore, "flow", spy)
+    busy, stream = tracked_json({"errcode": -1, "errmsg": "busy"})
+    rec = Recorder([ok(), ok(), busy, ok(), ok()])
+    client = make_client(mode, rec, policy="wechat", token=CountingHook())
+    for options in ({}, {}, {}, {retrypolicy.EXTENSION: {"max_attempts": 2}}):
+        request_with(mode, client, "POST", SEND_URL, extensions=options)
+    # 1: no token yet, the flow fetches it; 2: a success without the flow; 3: a failure the flow
+    # takes over (first given); 4: request options, the flow from the start
+    assert flows == [False, True, False] and stream.closed
+    assert [r.url.params["access_token"] for r in rec.requests] == ["tok1-secretvalue"] * 5
+    snap = client._transport.snapshot()
+    assert (snap.requests, snap.attempts, snap.retries, snap.succeeded) == (4, 5, 1, 4)
+
+
+def test_first_attempt_successes_are_counted_and_refill_the_budget(mode: str) -> None:
+    rec = Recorder([ok(), ok(), wechat(-1), ok(), ok()])
+    client = make_client(mode, rec, policy="wechat")
+    for _ in range(4):
+        request_with(mode, client, "POST", SEND_URL + "?access_token=t0k3n-value")
+    snap = client._transport.snapshot()
+    assert (snap.requests, snap.attempts, snap.retries, snap.renewals, snap.succeeded) == (4, 5, 1, 0, 4)
+    assert snap.gave_up == {} and snap.budget == {"wechat": 99.2}  # 100, one retry, then two successes
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_body_breaking_off_on_first_attempt(mode: str, method: str) -> None:
+    broken = BreakingStream(httpx.ReadError("connection reset"))
+    rec = Recorder([broken.response(), ok()])
+    if method == "POST":  # the platform may have carried it out: never resent
+        with pytest.raises(retrypolicy.ResendUnsafe) as info:
+            send(mode, rec, method, policy="wechat")
+        assert isinstance(info.value.__cause__, httpx.ReadError) and len(rec.requests) == 1
+    else:
+        assert send(mode, rec, method, policy="wechat").json()["errcode"] == 0 and len(rec.requests) == 2
+    assert broken.closed and broken.yielded == 2  # read up to the break, then closed
+
+
+def test_interrupted_first_attempt_closes_its_response_and_is_counted(mode: str) -> None:
+    if mode == "sync":
+        broken = BreakingStream(KeyboardInterrupt())
+        client = make_client(mode, Recorder([broken.response()]), policy="wechat")
+        with pytest.raises(KeyboardInterrupt):
+            client.post(SEND_URL + "?access_token=t0k3n-value")
+    else:
+        broken = BreakingStream(hang=True)
+        client = make_client(mode, Recorder([broken.response()]), policy="wechat")
+
+        async def run() -> None:
+            with anyio.move_on_after(0.2) as scope:
+                await client.post(SEND_URL + "?access_token=t0k3n-value")
+            assert scope.cancelled_caught
+
+        anyio.run(run)
+    assert broken.closed and broken.yielded == 2  # read up to the break, then closed
+    snap = client._transport.snapshot()
+    assert (snap.requests, snap.attempts, snap.succeeded, snap.gave_up) == (1, 1, 0, {})
+
+
+def test_body_failing_with_a_non_httpx_error_on_first_attempt_is_closed(mode: str) -> None:
+    broken = BreakingStream(RuntimeError("a bug in the stream"))
+    rec = Recorder([broken.response()])
+    with pytest.raises(RuntimeError, match="a bug in the stream"):
+        send(mode, rec, policy="wechat")  # not classified: raised as it is, as without the transport
+    assert broken.closed and len(rec.requests) == 1

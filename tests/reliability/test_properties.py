@@ -742,6 +742,75 @@ def test_transport_ends_any_response_in_a_response_or_request_failed(mode: str) 
     assert seen["response"] > 0 and seen["cases"] >= min(EXAMPLES, 100)
 
 
-async def _async_request(transport: retrypolicy.AsyncRetryTransport, method: str, url: str) -> httpx.Response:
+async def _async_request(
+    transport: retrypolicy.AsyncRetryTransport, method: str, url: str, extensions: dict[str, Any] | None = None
+) -> httpx.Response:
     async with httpx.AsyncClient(transport=transport) as client:
-        return await client.request(method, url, content=b"{}")
+        response = await client.request(method, url, content=b"{}", extensions=extensions)
+        await response.aread()
+        return response
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_first_attempt_without_the_flow_agrees_with_the_flow(mode: str) -> None:
+    """The drivers make a first attempt on their own when nothing needs the flow
+    (``RetryCore.ready``) and hand any failure to it. For any script of responses, with or
+    without a token hook, the outcome is the one the flow gives alone (a per-request options
+    dict makes the request take the flow from the start): the same response or exception, the
+    same requests sent with the same tokens, the same counters."""
+    seen: Counter[str] = Counter()
+    with contextlib.ExitStack() as stack:
+        portal = stack.enter_context(anyio.from_thread.start_blocking_portal("asyncio")) if mode == "async" else None
+
+        def run(script: list[Spec], name: str, method: str, raising: bool, hook: bool, flow: bool) -> tuple[Any, ...]:
+            sent: list[str] = []
+            tokens = iter(f"tok{i}-secret" for i in range(1, 100))
+
+            def handler(request: httpx.Request) -> httpx.Response:
+                sent.append(f"{request.url} {request.headers.get('authorization')}")
+                return script[min(len(sent), len(script)) - 1].response()
+
+            kwargs: dict[str, Any] = {"raise_on": None if raising else []}
+            if hook:
+                kwargs["token"] = lambda: next(tokens)
+            url = "https://api.example.invalid/v1/send" + ("" if hook else "?access_token=t0k")
+            extensions = {retrypolicy.EXTENSION: {}} if flow else {}
+            outcome: tuple[Any, ...]
+            if mode == "sync":
+                t: Any = retrypolicy.RetryTransport(name, transport=httpx.MockTransport(handler), **kwargs)
+            else:
+                t = retrypolicy.AsyncRetryTransport(name, transport=httpx.MockTransport(handler), **kwargs)
+            try:
+                if mode == "sync":
+                    with httpx.Client(transport=t) as client:
+                        response = client.request(method, url, content=b"{}", extensions=extensions)
+                else:
+                    assert portal is not None
+                    response = portal.call(functools.partial(_async_request, t, method, url, extensions))
+                outcome = ("response", response.status_code, response.content, response.extensions.get("retrypolicy"))
+            except retrypolicy.RequestFailed as exc:
+                outcome = (type(exc).__name__, str(exc), exc.attempts, exc.classification)
+            except httpx.DecodingError as exc:
+                outcome = ("DecodingError", str(exc))
+            snap = t.snapshot()
+            counters = (snap.requests, snap.attempts, snap.retries, snap.renewals, snap.succeeded, snap.gave_up)
+            return outcome, sent, counters, snap.budget
+
+        @SETTINGS
+        @given(
+            script=st.lists(specs, min_size=1, max_size=4),
+            name=st.sampled_from(BUILTIN_POLICIES),
+            method=st.sampled_from(["GET", "POST"]),
+            raising=st.booleans(),
+            hook=st.booleans(),
+        )
+        def prop(script: list[Spec], name: str, method: str, raising: bool, hook: bool) -> None:
+            fast = run(script, name, method, raising, hook, flow=False)
+            assert fast == run(script, name, method, raising, hook, flow=True)
+            seen["cases"] += 1
+            seen[f"attempts={len(fast[1])}"] += 1
+            seen[fast[0][0]] += 1
+
+        prop()
+    report(f"first_attempt_agrees_with_flow[{mode}]", **dict(sorted(seen.items())))
+    assert seen["response"] > 0 and seen["attempts=1"] > 0 and seen["cases"] >= min(EXAMPLES, 100)
