@@ -774,7 +774,7 @@ def test_first_attempt_without_the_flow_agrees_with_the_flow(mode: str) -> None:
             if hook:
                 kwargs["token"] = lambda: next(tokens)
             url = "https://api.example.invalid/v1/send" + ("" if hook else "?access_token=t0k")
-            extensions = {retrypolicy.EXTENSION: {}} if flow else {}
+            extensions: dict[str, Any] = {retrypolicy.EXTENSION: {}} if flow else {}
             outcome: tuple[Any, ...]
             if mode == "sync":
                 t: Any = retrypolicy.RetryTransport(name, transport=httpx.MockTransport(handler), **kwargs)
