@@ -40,7 +40,7 @@ from ._errors import (
     TokenRefreshFailed,
     UserActionRequired,
 )
-from ._overload import Budgets, Cooldowns, RetryBudget, Snapshot, Stats
+from ._overload import Bucket, Budgets, Cooldowns, RetryBudget, Snapshot, Stats
 from ._policy import Category, Classification, Policy, RetrySettings, TokenPlacement
 from ._redact import redact_url, scrub
 from ._token import AsyncTokenManager, TokenHookError, TokenManager
@@ -337,6 +337,15 @@ class _Options:
     idempotent: bool | None
 
 
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """What the first attempt of a request under one policy needs, looked up once per transport."""
+
+    policy: Policy
+    manager: TokenManager | AsyncTokenManager | None
+    bucket: Bucket | None  # the platform's retry budget, refilled by each success
+
+
 class RetryCore:
     """Everything both transports share: policies, token managers, options and the flow."""
 
@@ -366,6 +375,13 @@ class RetryCore:
         self.budgets = Budgets(budget)
         self.cooldowns = Cooldowns(clock)
         self.stats = Stats()
+        by_host: Mapping[str, Policy] = {"*": policies} if isinstance(policies, Policy) else policies
+        self._lanes = {host: self._lane_of(p) for host, p in by_host.items()}
+        self._lane = self._lanes["*"] if self._single is not None else None  # no lookup per request
+
+    def _lane_of(self, policy: Policy) -> Lane:
+        manager = self.managers.get(policy.platform)
+        return Lane(policy, manager, self.budgets.bucket(policy.platform, policy.budget))
 
     def policy_for(self, request: httpx.Request) -> Policy | None:
         if isinstance(self.policies, Policy):
@@ -411,7 +427,7 @@ class RetryCore:
 
     # -- the fast path: a first attempt that succeeds never starts the flow
 
-    def ready(self, request: httpx.Request) -> tuple[httpx.Request, Policy] | None:
+    def ready(self, request: httpx.Request) -> tuple[httpx.Request, Lane] | None:
         """The request to send at once, and its policy, when nothing before the first attempt
         needs the flow: no per-request options, no cooldown running or due to be pulled, no shared
         budget, a body that can be sent again, and, with a token hook, a fresh token in memory
@@ -420,34 +436,41 @@ class RetryCore:
         The driver sends it, reads the body if :meth:`must_read`, and asks :meth:`settle`; if that
         says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
         """
-        policy = self._single if self._single is not None else self.policy_for(request)
+        lane = self._lane
+        if lane is None:
+            lane = self._lanes.get(request.url.host) or self._lanes.get("*")
+            if lane is None:
+                return None  # a host no policy covers: the flow passes it through
         if (
-            policy is None
-            or EXTENSION in request.extensions
-            or self.cooldowns.running
+            EXTENSION in request.extensions
+            or not self.cooldowns.quiet
             or self.budgets.store is not None
             or not isinstance(request.stream, _REPLAYABLE)
         ):
             return None
-        manager = self.managers.get(policy.platform) if self.managers else None
+        manager = lane.manager
         if manager is None:
-            return request, policy
+            return request, lane
         token = manager.fresh()
-        if token is None or token_in(request, policy.token) is not None:
+        placement = lane.policy.token
+        if token is None or token_in(request, placement) is not None:
             return None  # a renewal is due, or the request brings its own token: the flow decides
-        return with_token(request, policy.token, token), policy
+        return with_token(request, placement, token), lane
 
     @staticmethod
-    def must_read(policy: Policy, response: httpx.Response) -> bool:
+    def must_read(lane: Lane, response: httpx.Response) -> bool:
         """Should the driver read the body before :meth:`settle`? (See :func:`readable`.)"""
-        return not hasattr(response, "_content") and readable(response, policy.retry.max_body_bytes)
+        return not hasattr(response, "_content") and readable(response, lane.policy.retry.max_body_bytes)
 
-    def settle(self, policy: Policy, response: httpx.Response) -> bool:
+    def settle(self, lane: Lane, response: httpx.Response) -> bool:
         """True, and counted, when the fast path's response is a success to return as it is."""
+        policy = lane.policy
         if policy.classify(response) is not None:
             return False
-        self.budgets.success(policy.platform, policy.budget)
         next(self.stats.first_try)
+        bucket = lane.bucket
+        if bucket is not None and bucket.level < bucket.capacity:  # no call while the budget is full
+            self.budgets.success(policy.platform, policy.budget)
         return True
 
     def interrupted(self) -> None:

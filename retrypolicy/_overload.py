@@ -16,6 +16,7 @@ that fails is skipped (see ``_store.StoreGuard``) and the local state goes on al
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,17 @@ from typing import Protocol, runtime_checkable
 
 from ._errors import ConfigurationError
 
-__all__ = ["ActiveCooldown", "Cooldowns", "RetryBudget", "SharedBudgets", "SharedCooldowns", "Snapshot", "Stats"]
+__all__ = [
+    "ActiveCooldown",
+    "Bucket",
+    "Budgets",
+    "Cooldowns",
+    "RetryBudget",
+    "SharedBudgets",
+    "SharedCooldowns",
+    "Snapshot",
+    "Stats",
+]
 
 
 class _Guard(Protocol):  # _store.StoreGuard
@@ -105,11 +116,14 @@ class _Gate:
             return True
 
 
-class _Bucket:
-    __slots__ = ("level", "pending", "settings")
+class Bucket:
+    """One platform's retry budget: its level, changed under :class:`Budgets`' lock."""
+
+    __slots__ = ("capacity", "level", "pending", "settings")
 
     def __init__(self, settings: RetryBudget) -> None:
         self.settings = settings
+        self.capacity = settings.capacity
         self.level = settings.capacity
         self.pending = 0.0  # refills not yet pushed to a shared budget
 
@@ -120,7 +134,7 @@ class Budgets:
 
     def __init__(self, settings: RetryBudget | None) -> None:
         self.settings = settings
-        self._buckets: dict[str, _Bucket | None] = {}
+        self._buckets: dict[str, Bucket | None] = {}
         self._lock = threading.Lock()
         self.store: SharedBudgets | None = None  # set by share(): spend() and push() then do store I/O
         self._names: Mapping[str, str] = {}
@@ -142,7 +156,7 @@ class Budgets:
         self._push = _Gate(interval, clock)
         self.store = shared
 
-    def _take(self, platform: str, bucket: _Bucket, cost: float) -> bool | None:
+    def _take(self, platform: str, bucket: Bucket, cost: float) -> bool | None:
         """Ask the shared budget (pushing the pending refills); None if it cannot answer."""
         shared, guard, name = self.store, self._guard, self._names.get(platform)
         if shared is None or guard is None or name is None or not guard.available():
@@ -162,13 +176,17 @@ class Budgets:
             bucket.level = level
         return taken
 
-    def _bucket(self, platform: str, table: object = None) -> _Bucket | None:
+    def bucket(self, platform: str, table: object = None) -> Bucket | None:
+        """The platform's bucket (created on first use); None when its budget is off."""
+        return self._bucket(platform, table)
+
+    def _bucket(self, platform: str, table: object = None) -> Bucket | None:
         try:
             return self._buckets[platform]
         except KeyError:
             settings = table if isinstance(table, RetryBudget) else None if table is False else self.settings
             with self._lock:
-                return self._buckets.setdefault(platform, None if settings is None else _Bucket(settings))
+                return self._buckets.setdefault(platform, None if settings is None else Bucket(settings))
 
     def spend(self, platform: str, table: object = None) -> bool:
         """Take one retry's cost; False (and nothing taken) when the bucket cannot pay."""
@@ -237,6 +255,10 @@ class Cooldowns:
         self._guard: _Guard | None = None
         self._pull = _Gate(1.0, clock)
         self._since: dict[str, float] = {}
+        # No cooldown recorded here and none shared: read without the lock by RetryCore.ready,
+        # which then skips every cooldown check. Changed under the lock only.
+        self.quiet = True
+        self._soonest = math.inf  # when the first of the recorded cooldowns ends
 
     def share(self, shared: SharedCooldowns, names: Mapping[str, str], guard: _Guard, *, interval: float = 1.0) -> None:
         """Share the cooldowns of ``names`` (platform -> store key) through ``shared`` from now on:
@@ -245,6 +267,8 @@ class Cooldowns:
         self._guard = guard
         self._pull = _Gate(interval, self.clock)
         self.store = shared
+        with self._lock:
+            self.quiet = False
 
     @property
     def running(self) -> bool:
@@ -296,6 +320,8 @@ class Cooldowns:
             current = self._until.get((platform, scope, key))
             if current is None or current[0] < until:
                 self._until[(platform, scope, key)] = (until, classification)
+                self._soonest = min(self._soonest, until)
+            self.quiet = False
 
     def blocking(self, platform: str, recipient: str | None) -> tuple[float, object, str] | None:
         """(seconds left, the classification that started it, scope) if a cooldown blocks a request."""
@@ -303,16 +329,16 @@ class Cooldowns:
             return None
         now = self.clock()
         with self._lock:
+            if now >= self._soonest:  # one has ended: drop every ended one (so quiet can come back)
+                self._until = {k: v for k, v in self._until.items() if v[0] > now}
+                self._soonest = min((v[0] for v in self._until.values()), default=math.inf)
+                self.quiet = not self._until and self.store is None
             for scope, key in (("app", ""), ("recipient", recipient)):
                 if key is None:
                     continue
                 entry = self._until.get((platform, scope, key))
-                if entry is None:
-                    continue
-                if entry[0] <= now:
-                    del self._until[(platform, scope, key)]
-                    continue
-                return entry[0] - now, entry[1], scope
+                if entry is not None:
+                    return entry[0] - now, entry[1], scope
         return None
 
     def active(self) -> list[ActiveCooldown]:

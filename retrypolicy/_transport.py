@@ -187,12 +187,12 @@ class RetryTransport(httpx.BaseTransport):
         ready = core.ready(request)
         if ready is None:
             return self._drive(core.flow(request))
-        sent, policy = ready  # the fast path: one attempt, no flow unless it fails
+        sent, lane = ready  # the fast path: one attempt, no flow unless it fails
         started = core.clock()
         response: httpx.Response | None = None
         try:
             response = self._transport.handle_request(sent)
-            if core.must_read(policy, response):
+            if core.must_read(lane, response):
                 response.read()
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
@@ -203,7 +203,7 @@ class RetryTransport(httpx.BaseTransport):
                 response.close()
             core.interrupted()
             raise
-        if core.settle(policy, response):
+        if core.settle(lane, response):
             return response
         return self._drive(core.flow(request, First(sent, started, response, None)))
 
@@ -297,12 +297,12 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         ready = core.ready(request)
         if ready is None:
             return await self._drive(core.flow(request))
-        sent, policy = ready  # the fast path: one attempt, no flow unless it fails
+        sent, lane = ready  # the fast path: one attempt, no flow unless it fails
         started = core.clock()
         response: httpx.Response | None = None
         try:
             response = await self._transport.handle_async_request(sent)
-            if core.must_read(policy, response):
+            if core.must_read(lane, response):
                 await response.aread()
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
@@ -314,7 +314,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                     await response.aclose()
             core.interrupted()
             raise
-        if core.settle(policy, response):
+        if core.settle(lane, response):
             return response
         return await self._drive(core.flow(request, First(sent, started, response, None)))
 
