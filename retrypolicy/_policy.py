@@ -158,7 +158,7 @@ class Extraction:
 
 @dataclass(frozen=True, slots=True)
 class _SuccessScan:
-    """Proof, by a regular-expression search per key instead of decoding JSON, that a body below
+    """Proof, by one regular-expression search instead of decoding JSON, that a body below
     HTTP 400 is a success.
 
     The verdict of a full decode depends only on the values of the code keys and of the failure
@@ -166,13 +166,12 @@ class _SuccessScan:
     component of a code path, quoted) is followed by anything but ``:<success code>`` and ``,``
     or ``}``, and no occurrence of the failure key by anything but a string other than the
     failure value, the body decodes to a success (or fails to decode, which below 400 is a
-    success too). The searches look at every position, inside strings too, so a look-alike only
+    success too). The search looks at every position, inside strings too, so a look-alike only
     makes the proof fail, never succeed wrongly. A ``\\u`` escape could spell a key or a value
-    unseen, so a body holding one is decoded. Each pattern starts with its quoted key, which the
-    regex engine finds as fast as ``bytes.find``; a body that fails the proof is decoded as before.
+    unseen, so a body holding one is decoded. A body that fails the proof is decoded as before.
     """
 
-    searches: tuple[Callable[[bytes], re.Match[bytes] | None], ...]  # a match: not proved
+    unproved: Callable[[bytes], re.Match[bytes] | None]  # the pattern's search: a match, no proof
 
     @classmethod
     def build(cls, extract: Extraction, success_codes: frozenset[int]) -> _SuccessScan | None:
@@ -180,22 +179,25 @@ class _SuccessScan:
         if not all(isinstance(last, str) for last in lasts):
             return None  # a path ending in a list index: no key to look for
         codes = b"|".join(re.escape(str(c).encode()) for c in sorted(success_codes))
-        patterns = []
+        patterns = []  # each starts with a quoted key
         for last in sorted(map(str, lasts)):  # a code key not followed by a success code
-            key = re.escape(json.dumps(last).encode())
+            key = re.escape(json.dumps(last, ensure_ascii=False).encode())
             patterns.append(key + (rb"(?!: ?(?:" + codes + rb")[,}])" if codes else b""))
         if extract.failure is not None:
             path, value = extract.failure
             if not (path and isinstance(path[-1], str) and isinstance(value, str)):
                 return None
-            key, text = re.escape(json.dumps(path[-1]).encode()), re.escape(json.dumps(value).encode())
+            key, text = (re.escape(json.dumps(t, ensure_ascii=False).encode()) for t in (path[-1], value))
             patterns.append(key + rb'(?:(?!: ?")|: ?' + text + b")")  # not a string, or the failure value
         if not patterns:
             return None
-        return cls(tuple(re.compile(pattern).search for pattern in patterns))
+        # One search, not one per key: the engine scans in C for the quote all patterns start with
+        # (for the whole key when there is one), and sets up once.
+        one = b'"(?:' + b"|".join(pattern[1:] for pattern in patterns) + b")"
+        return cls(re.compile(one).search)
 
     def proves_success(self, content: bytes) -> bool:
-        return all(search(content) is None for search in self.searches) and content.find(b"\\u") < 0
+        return self.unproved(content) is None and content.find(b"\\u") < 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +316,7 @@ class Policy:
         object.__setattr__(self, "_ranges", ranges)
         object.__setattr__(self, "_range_starts", [r.range[0] for r in ranges if r.range])
         object.__setattr__(self, "_markers", self.extract.markers())
-        # success bodies are proved so by a regex search per key, not decoded (see _SuccessScan)
+        # success bodies are proved so by one regex search, not decoded (see _SuccessScan)
         object.__setattr__(self, "_success_scan", _SuccessScan.build(self.extract, self.success_codes))
 
     def __repr__(self) -> str:
@@ -354,23 +356,24 @@ class Policy:
             content: bytes | None = response.content
         except httpx.ResponseNotRead:
             content = None
-        status = response.status_code
-        scan = self._success_scan
-        # Below 400 a malformed body and a success body both mean success, so a proof of success
-        # cannot differ from a full decode; from 400 up a malformed body falls back to the status.
-        if status < 400 and content and scan is not None and len(content) <= self.retry.max_body_bytes:
-            for search in scan.searches:  # scan.proves_success(content), inlined: this is the hot path
-                if search(content) is not None:
-                    break
-            else:
-                if content.find(b"\\u") < 0:
-                    return None
-        return self.classify_parts(status, content)
+        return self.classify_parts(response.status_code, content)
 
     def classify_parts(
         self, status_code: int, content: bytes | None, *, reason: str | None = None
     ) -> Classification | None:
         """Classify from a status code and body bytes (``None``: body not read)."""
+        scan = self._success_scan
+        # Below 400 a malformed body and a success body both mean success, so a proof of success
+        # cannot differ from a full decode; from 400 up a malformed body falls back to the status.
+        if (
+            status_code < 400
+            and content
+            and scan is not None
+            and len(content) <= self.retry.max_body_bytes
+            and scan.unproved(content) is None  # scan.proves_success(content), inlined: the hot path
+            and content.find(b"\\u") < 0
+        ):
+            return None
         found = self._from_body(status_code, content) if content else None
         if found is not None:
             return found if isinstance(found, Classification) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -576,6 +577,30 @@ SCAN_CASES = [
     ("whatsapp_cloud", b'{"error":{"code":131026,"message":"undeliverable"}}', False, 131026),
     ("whatsapp_onprem", b'{"messages":[{"id":"gBEGkY"}],"meta":{"api_status":"stable"}}', True, None),
 ]
+
+
+def test_success_scan_finds_keys_and_values_spelled_in_utf8(tmp_path: Path) -> None:
+    """Keys and failure values outside ASCII are looked for as a body spells them raw (UTF-8);
+    spelled with escapes they hold a ``\\u``, so the body is decoded."""
+    table = tmp_path / "mine.toml"
+    table.write_text(
+        'extends = "tencent_im"\n[extract]\ncode = ["código"]\nfailure = { path = "estado", value = "FALLÓ" }\n',
+        encoding="utf-8",
+    )
+    policy = load_policy(table)
+    assert policy._success_scan is not None
+    cases = [
+        ('{"código":0,"estado":"OK"}', True),
+        ('{"código":70001}', False),
+        ('{"código":0,"estado":"FALLÓ"}', False),
+        ('{"c\\u00f3digo":70001}', False),
+    ]
+    for body, proved in cases:
+        assert policy._success_scan.proves_success(body.encode()) is proved, body
+        slow = dataclasses.replace(policy)
+        object.__setattr__(slow, "_success_scan", None)
+        assert policy.classify(_response(200, body.encode())) == slow.classify(_response(200, body.encode()))
+    assert policy.classify(_response(200, '{"código":70001}'.encode())) is not None
 
 
 @pytest.mark.parametrize(("name", "body", "proved", "code"), SCAN_CASES)
