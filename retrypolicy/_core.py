@@ -433,7 +433,7 @@ class RetryCore:
         budget, a body that can be sent again, and, with a token hook, a fresh token in memory
         and none in the request. ``None``: drive :meth:`flow` instead. No I/O, nothing to undo.
 
-        The driver sends it, reads the body if :meth:`must_read`, and asks :meth:`settle`; if that
+        The driver sends it and asks :meth:`settle` (reading the body first if told to); if that
         says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
         """
         lane = self._lane
@@ -457,15 +457,18 @@ class RetryCore:
             return None  # a renewal is due, or the request brings its own token: the flow decides
         return with_token(request, placement, token), lane
 
-    @staticmethod
-    def must_read(lane: Lane, response: httpx.Response) -> bool:
-        """Should the driver read the body before :meth:`settle`? (See :func:`readable`.)"""
-        return not hasattr(response, "_content") and readable(response, lane.policy.retry.max_body_bytes)
-
-    def settle(self, lane: Lane, response: httpx.Response) -> bool:
-        """True, and counted, when the fast path's response is a success to return as it is."""
+    def settle(self, lane: Lane, response: httpx.Response) -> bool | None:
+        """True, and counted, when the fast path's response is a success to return as it is;
+        False when it is not (the flow takes over); None when the driver must read the body
+        first (small JSON or text, see :func:`readable`) and ask again."""
         policy = lane.policy
-        if policy.classify(response) is not None:
+        if hasattr(response, "_content"):
+            content: bytes | None = response._content  # read: what response.content returns, without the call
+        elif readable(response, policy.retry.max_body_bytes):
+            return None
+        else:
+            content = None  # a download, or a body without a length: its status decides, its stream stays
+        if policy.classify_parts(response.status_code, content) is not None:
             return False
         next(self.stats.first_try)
         bucket = lane.bucket

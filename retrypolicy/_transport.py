@@ -192,8 +192,10 @@ class RetryTransport(httpx.BaseTransport):
         response: httpx.Response | None = None
         try:
             response = self._transport.handle_request(sent)
-            if core.must_read(lane, response):
+            settled = core.settle(lane, response)
+            if settled is None:  # a small JSON or text body to read for its code
                 response.read()
+                settled = core.settle(lane, response)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 response.close()
@@ -203,7 +205,7 @@ class RetryTransport(httpx.BaseTransport):
                 response.close()
             core.interrupted()
             raise
-        if core.settle(lane, response):
+        if settled:
             return response
         return self._drive(core.flow(request, First(sent, started, response, None)))
 
@@ -302,8 +304,10 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         response: httpx.Response | None = None
         try:
             response = await self._transport.handle_async_request(sent)
-            if core.must_read(lane, response):
+            settled = core.settle(lane, response)
+            if settled is None:  # a small JSON or text body to read for its code
                 await response.aread()
+                settled = core.settle(lane, response)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 await response.aclose()
@@ -314,7 +318,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                     await response.aclose()
             core.interrupted()
             raise
-        if core.settle(lane, response):
+        if settled:
             return response
         return await self._drive(core.flow(request, First(sent, started, response, None)))
 
