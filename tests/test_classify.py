@@ -557,10 +557,10 @@ def test_public_api() -> None:
     assert set(expected) <= set(namespace)
 
 
-# -- the byte-counting proof of success (Policy._success_scan) ---------------------------------
+# -- the regex proof of success (Policy._success_scan) ----------------------------------------
 
 SCAN_CASES = [
-    # (table, body, proved by counting, code of the failure or None for success)
+    # (table, body, proved without decoding, code of the failure or None for success)
     ("wechat", b'{"errcode":0,"errmsg":"ok"}', True, None),
     ("wechat", b'{"errmsg": "ok", "errcode": 0}', True, None),  # the code need not come first
     ("wechat", b'{"errcode":0,"errmsg":"ok","errcode":40001}', False, 40001),  # duplicate key: the last wins

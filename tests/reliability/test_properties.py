@@ -220,7 +220,7 @@ def test_known_code_at_the_code_path_is_extracted(name: str) -> None:
 
 
 def _without_scan(policy: Policy) -> Policy:
-    """The same table, always decoding: the byte-counting proof of success switched off."""
+    """The same table, always decoding: the regex proof of success switched off."""
     slow = dataclasses.replace(policy)
     object.__setattr__(slow, "_success_scan", None)
     return slow
