@@ -428,10 +428,11 @@ class RetryCore:
     # -- the fast path: a first attempt that succeeds never starts the flow
 
     def ready(self, request: httpx.Request) -> tuple[httpx.Request, Lane] | None:
-        """The request to send at once, and its policy, when nothing before the first attempt
-        needs the flow: no per-request options, no cooldown running or due to be pulled, no shared
-        budget, a body that can be sent again, and, with a token hook, a fresh token in memory
-        and none in the request. ``None``: drive :meth:`flow` instead. No I/O, nothing to undo.
+        """The request to send at once, and its policy's :class:`Lane`, when nothing before the
+        first attempt needs the flow: no per-request options, no cooldown running, no shared
+        cooldowns due to be pulled or refills due to be pushed, a body that can be sent again,
+        and, with a token hook, a fresh token in memory and none in the request. ``None``: drive
+        :meth:`flow` instead. No I/O, nothing to undo.
 
         The driver sends it and asks :meth:`settle` (reading the body first if told to); if that
         says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
@@ -441,10 +442,12 @@ class RetryCore:
             lane = self._lanes.get(request.url.host) or self._lanes.get("*")
             if lane is None:
                 return None  # a host no policy covers: the flow passes it through
+        cooldowns, budgets = self.cooldowns, self.budgets
         if (
             EXTENSION in request.extensions
-            or not self.cooldowns.quiet
-            or self.budgets.store is not None
+            or not cooldowns.quiet
+            or (cooldowns.store is not None and cooldowns.pull_due())  # shared: pulled by the flow
+            or (budgets.store is not None and budgets.push_due())  # refills: pushed by the flow
             or not isinstance(request.stream, _REPLAYABLE)
         ):
             return None
@@ -472,7 +475,8 @@ class RetryCore:
             return False
         next(self.stats.first_try)
         bucket = lane.bucket
-        if bucket is not None and bucket.level < bucket.capacity:  # no call while the budget is full
+        # no call while a local budget is full; a shared one counts every refill for its next push
+        if bucket is not None and (bucket.level < bucket.capacity or self.budgets.store is not None):
             self.budgets.success(policy.platform, policy.budget)
         return True
 

@@ -217,6 +217,10 @@ class Budgets:
             with self._lock:
                 bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
 
+    def push_due(self) -> bool:
+        """Are the refills due to be pushed? (No I/O; :meth:`claim_push` claims it.)"""
+        return self.store is not None and self._push.due()
+
     def claim_push(self) -> bool:
         """True, for one caller per interval, when the refills are due to be pushed (:meth:`push`)."""
         return self.store is not None and self._push.claim()
@@ -255,8 +259,8 @@ class Cooldowns:
         self._guard: _Guard | None = None
         self._pull = _Gate(1.0, clock)
         self._since: dict[str, float] = {}
-        # No cooldown recorded here and none shared: read without the lock by RetryCore.ready,
-        # which then skips every cooldown check. Changed under the lock only.
+        # No cooldown recorded here: read without the lock by RetryCore.ready, which then skips
+        # the cooldown checks (unless shared ones are due to be pulled). Changed under the lock.
         self.quiet = True
         self._soonest = math.inf  # when the first of the recorded cooldowns ends
 
@@ -267,14 +271,16 @@ class Cooldowns:
         self._guard = guard
         self._pull = _Gate(interval, self.clock)
         self.store = shared
-        with self._lock:
-            self.quiet = False
 
     @property
     def running(self) -> bool:
         """Whether a cooldown may be running here, or the shared ones are due to be pulled.
         No I/O: the flow has the driver call :meth:`pull`."""
         return bool(self._until) or (self.store is not None and self._pull.due())
+
+    def pull_due(self) -> bool:
+        """Are the shared cooldowns due to be pulled? (No I/O; :meth:`claim_pull` claims it.)"""
+        return self.store is not None and self._pull.due()
 
     def claim_pull(self) -> bool:
         """True, for one caller per interval, when the shared cooldowns are due to be pulled."""
@@ -332,7 +338,7 @@ class Cooldowns:
             if now >= self._soonest:  # one has ended: drop every ended one (so quiet can come back)
                 self._until = {k: v for k, v in self._until.items() if v[0] > now}
                 self._soonest = min((v[0] for v in self._until.values()), default=math.inf)
-                self.quiet = not self._until and self.store is None
+                self.quiet = not self._until
             for scope, key in (("app", ""), ("recipient", recipient)):
                 if key is None:
                     continue

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 import retrypolicy
 from retrypolicy import Cooldown, RetryBudget
+from retrypolicy._core import RetryCore
 
 from .support import Recorder, TrackedStream, make_client, ok, wechat
 
@@ -276,3 +277,40 @@ def test_interrupted_store_call_closes_the_open_response(mode: str) -> None:
         s.post(CLOUD, json={"to": "1"})
     assert [name for name, _ in store.calls][-1] == "budget_take"
     assert len(streams) == 1 and streams[0].closed  # the driver closed what the flow still held
+
+
+class PushRecordingStore(RecordingSharedStore):
+    sync_interval = 3600.0  # one pull and one push, then none until the test says so
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refills: list[float] = []
+
+    def budget_take(self, name: str, capacity: float, cost: float, refill: float) -> tuple[bool, float]:
+        self.refills.append(refill)
+        return super().budget_take(name, capacity, cost, refill)
+
+
+def test_shared_state_first_attempts_skip_the_flow_between_syncs(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    flows: list[bool] = []
+    original = RetryCore.flow
+
+    def spy(self: RetryCore, request: httpx.Request, first: Any = None) -> Any:
+        flows.append(first is not None)
+        return original(self, request, first)
+
+    monkeypatch.setattr(RetryCore, "flow", spy)
+    store = PushRecordingStore()
+    s = Session(mode, lambda r: ok(), policy="wechat", token=lambda: "tok", token_store=store)
+    s.transport._core.budgets.bucket("wechat").level = 50.0  # refills change the level, not only pending
+    url = SEND.split("?", maxsplit=1)[0]  # the transport fills in the token
+    for _ in range(3):
+        s.post(url)
+    # request 1: the flow (no token yet; cooldowns due to be pulled); 2 and 3: no flow, no store call
+    assert flows == [False] and [name for name, _ in store.calls] == ["cooldown_pull"]
+    core = s.transport._core
+    core.budgets._push._next = core.cooldowns._pull._next = 0.0  # the interval has passed
+    s.post(url)
+    assert flows == [False, False]  # the flow pushes the three refills before request 4 is sent
+    assert store.refills == [pytest.approx(0.3)]
+    assert [name for name, _ in store.calls] == ["cooldown_pull", "budget_take", "cooldown_pull"]
