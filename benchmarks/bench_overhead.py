@@ -18,6 +18,7 @@ Two measures, each printed as a table:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import random
@@ -28,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from httpx_retries import Retry
@@ -44,6 +46,7 @@ class Case:
     header_token: bool = False  # the token goes in Authorization, not the URL
     hook: bool = False  # retrypolicy gets no token and fills it in from its hook
     method: str = "POST"
+    asynchronous: bool = False  # httpx.AsyncClient and the async transports, one event loop
 
 
 WECHAT = "https://api.weixin.qq.com/cgi-bin/message/custom/send?access_token=ACCESS_TOKEN_VALUE"
@@ -69,6 +72,7 @@ CASES = {
         TENCENT,
         b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"MsgTime":1700000000,"MsgKey":"1_2_1700000000"}',
     ),
+    "wechat errcode 0 async": Case("wechat", WECHAT, b'{"errcode":0,"errmsg":"ok"}', asynchronous=True),
     "whatsapp cloud send": Case(
         "whatsapp_cloud",
         "https://graph.facebook.com/v21.0/106540352242922/messages",
@@ -83,18 +87,23 @@ CONTENDERS = ("httpx (bare)", "retrypolicy", "httpx-retries", "httpx-retries+POS
 REQUEST_BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
 
 
-def _client(case: Case, contender: str) -> tuple[httpx.Client, Callable[[], object]]:
+Batch = Callable[[int], None]  # sends that many requests, one after another
+
+
+def _client(case: Case, contender: str) -> tuple[Batch, Callable[[], None]]:
+    """(a function sending N requests, a function closing the client) for one contender."""
     headers = {"content-type": "application/json", "content-length": str(len(case.body))}
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers=headers, content=case.body)
 
     inner = httpx.MockTransport(handler)
-    transport: httpx.BaseTransport = inner
+    transport: Any = inner
     url = case.url
     if contender == "retrypolicy":
         hook = (lambda: "ACCESS_TOKEN_VALUE") if case.hook else None
-        transport = retrypolicy.RetryTransport(policy=case.policy, transport=inner, token=hook)
+        kind = retrypolicy.AsyncRetryTransport if case.asynchronous else retrypolicy.RetryTransport
+        transport = kind(policy=case.policy, transport=inner, token=hook)
         if case.hook:  # the client sends no token; the transport fills it in
             url = url.split("?")[0]
     elif contender == "httpx-retries":
@@ -103,36 +112,51 @@ def _client(case: Case, contender: str) -> tuple[httpx.Client, Callable[[], obje
         methods = [*Retry.RETRYABLE_METHODS, "POST"]
         transport = HttpxRetriesTransport(transport=inner, retry=Retry(total=3, allowed_methods=methods))
     auth = {"Authorization": "Bearer ACCESS_TOKEN_VALUE"} if case.header_token else {}
+    body = None if case.method == "GET" else REQUEST_BODY
+    if case.asynchronous:
+        aclient = httpx.AsyncClient(transport=transport, headers=auth)
+        loop = asyncio.new_event_loop()
+
+        async def batch(n: int) -> None:
+            for _ in range(n):
+                await aclient.request(case.method, url, json=body)
+
+        def aclose() -> None:
+            loop.run_until_complete(aclient.aclose())
+            loop.close()
+
+        return lambda n: loop.run_until_complete(batch(n)), aclose
     client = httpx.Client(transport=transport, headers=auth)
-    if case.method == "GET":
-        return client, lambda: client.get(url)
-    return client, lambda: client.post(url, json=REQUEST_BODY)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            client.request(case.method, url, json=body)
+
+    return run, client.close
 
 
 def wall_clock(names: list[str], requests: int, rounds: int) -> None:
     print(f"wall clock: median µs per request over {rounds} interleaved rounds of {requests}")
-    print(f"{'case':<22} {'client':<19} {'µs/request':>11} {'overhead':>9}")
+    print(f"{'case':<24} {'client':<19} {'µs/request':>11} {'overhead':>9}")
     for name in names:
-        sends = {c: _client(CASES[name], c) for c in CONTENDERS}
+        clients = {c: _client(CASES[name], c) for c in CONTENDERS}
         samples: dict[str, list[float]] = {c: [] for c in CONTENDERS}
-        for _, send in sends.values():  # warm up
-            for _ in range(200):
-                send()
+        for run, _ in clients.values():  # warm up
+            run(200)
         order = list(CONTENDERS)
         for _ in range(rounds):
             random.shuffle(order)
             for contender in order:
-                send = sends[contender][1]
+                run = clients[contender][0]
                 start = time.perf_counter()
-                for _ in range(requests):
-                    send()
+                run(requests)
                 samples[contender].append((time.perf_counter() - start) / requests * 1e6)
         base = statistics.median(samples[CONTENDERS[0]])
         for contender in CONTENDERS:
             median = statistics.median(samples[contender])
-            print(f"{name:<22} {contender:<19} {median:>11.1f} {100 * (median / base - 1):>8.1f}%")
-        for client, _ in sends.values():
-            client.close()
+            print(f"{name:<24} {contender:<19} {median:>11.1f} {100 * (median / base - 1):>8.1f}%")
+        for _, close in clients.values():
+            close()
 
 
 def _no_aslr() -> list[str]:
@@ -169,31 +193,29 @@ def instructions(names: list[str], requests: int) -> None:
     _NO_ASLR[:] = _no_aslr()
     fixed = ", address randomisation off" if _NO_ASLR else ""
     print(f"instructions: user space, per request (perf stat; {requests} requests minus none{fixed})")
-    print(f"{'case':<22} {'client':<19} {'instr/request':>14} {'overhead':>9} {'extra':>8} {'branch misses':>14}")
+    print(f"{'case':<24} {'client':<19} {'instr/request':>14} {'overhead':>9} {'extra':>8} {'branch misses':>14}")
     for name in names:
         per: dict[str, tuple[float, float]] = {}
         for contender in CONTENDERS:
             idle = _perf_counts(name, contender, 0)
             busy = _perf_counts(name, contender, requests)
             if idle is None or busy is None:
-                print(f"{name:<22} {contender:<19} {'failed':>14}")
+                print(f"{name:<24} {contender:<19} {'failed':>14}")
                 continue
             per[contender] = ((busy[0] - idle[0]) / requests, (busy[1] - idle[1]) / requests)
         base = per.get(CONTENDERS[0], (0.0, 0.0))[0]
         for contender, (value, misses) in per.items():
             overhead = f"{100 * (value / base - 1):>8.1f}%" if base else ""
             extra = f"{(value - base) / 1000:>7.1f}k" if base else ""
-            print(f"{name:<22} {contender:<19} {value:>14,.0f} {overhead:>9} {extra:>8} {misses:>14,.0f}")
+            print(f"{name:<24} {contender:<19} {value:>14,.0f} {overhead:>9} {extra:>8} {misses:>14,.0f}")
 
 
 def worker(name: str, contender: str, requests: int) -> None:
     """Warm up, then send ``requests`` requests (run under perf stat by ``instructions``)."""
-    client, send = _client(CASES[name], contender)
-    for _ in range(200):
-        send()
-    for _ in range(requests):
-        send()
-    client.close()
+    run, close = _client(CASES[name], contender)
+    run(200)
+    run(requests)
+    close()
 
 
 if __name__ == "__main__":
