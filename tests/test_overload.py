@@ -12,7 +12,6 @@ from structlog.testing import capture_logs
 
 import retrypolicy
 from retrypolicy import Cooldown, RetryBudget
-from retrypolicy._core import RetryCore
 
 from .support import Recorder, TrackedStream, make_client, ok, wechat
 
@@ -291,15 +290,7 @@ class PushRecordingStore(RecordingSharedStore):
         return super().budget_take(name, capacity, cost, refill)
 
 
-def test_shared_state_first_attempts_skip_the_flow_between_syncs(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    flows: list[bool] = []
-    original = RetryCore.flow
-
-    def spy(self: RetryCore, request: httpx.Request, first: Any = None) -> Any:
-        flows.append(first is not None)
-        return original(self, request, first)
-
-    monkeypatch.setattr(RetryCore, "flow", spy)
+def test_shared_state_first_attempts_skip_the_flow_between_syncs(mode: str, flows: list[bool]) -> None:
     store = PushRecordingStore()
     s = Session(mode, lambda r: ok(), policy="wechat", token=lambda: "tok", token_store=store)
     s.transport._core.budgets.bucket("wechat").level = 50.0  # refills change the level, not only pending
