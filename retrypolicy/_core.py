@@ -383,10 +383,15 @@ class RetryCore:
         manager = self.managers.get(policy.platform)
         return Lane(policy, manager, self.budgets.bucket(policy.platform, policy.budget))
 
+    def lane_for(self, request: httpx.Request) -> Lane | None:
+        """The lane of the request's host (``"*"`` matches any); None: no policy covers it."""
+        if self._lane is not None:
+            return self._lane
+        return self._lanes.get(request.url.host) or self._lanes.get("*")
+
     def policy_for(self, request: httpx.Request) -> Policy | None:
-        if isinstance(self.policies, Policy):
-            return self.policies
-        return self.policies.get(request.url.host) or self.policies.get("*")
+        lane = self.lane_for(request)
+        return lane.policy if lane is not None else None
 
     def options(self, policy: Policy, request: httpx.Request) -> _Options:
         raw = request.extensions.get(EXTENSION)
@@ -437,11 +442,9 @@ class RetryCore:
         The driver sends it and asks :meth:`settle` (reading the body first if told to); if that
         says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
         """
-        lane = self._lane
+        lane = self._lane if self._lane is not None else self.lane_for(request)
         if lane is None:
-            lane = self._lanes.get(request.url.host) or self._lanes.get("*")
-            if lane is None:
-                return None  # a host no policy covers: the flow passes it through
+            return None  # a host no policy covers: the flow passes it through
         cooldowns, budgets = self.cooldowns, self.budgets
         if (
             EXTENSION in request.extensions
