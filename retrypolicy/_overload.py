@@ -92,6 +92,12 @@ class RetryBudget:
             raise ConfigurationError("RetryBudget.retry_cost must be > 0")
 
 
+def count_of(counter: itertools.count[int]) -> int:
+    """The next value of an ``itertools.count()`` (how many ``next()`` calls it has had), read
+    without taking it: its repr, ``count(N)``, is the one way to read a count unchanged."""
+    return int(repr(counter)[6:-1])
+
+
 class _Gate:
     """Lets one caller through per interval: store syncs happen once per ``seconds``, not per request."""
 
@@ -117,15 +123,21 @@ class _Gate:
 
 
 class Bucket:
-    """One platform's retry budget: its level, changed under :class:`Budgets`' lock."""
+    """One platform's retry budget: its level, changed under :class:`Budgets`' lock.
 
-    __slots__ = ("capacity", "level", "pending", "settings")
+    A success only counts itself (``next(successes)``: one call in C, no lock); the refills it
+    earns are added to the level (and to ``pending``, for a shared budget) the next time the
+    level is read or spent, in :meth:`Budgets._refill`.
+    """
+
+    __slots__ = ("counted", "level", "pending", "settings", "successes")
 
     def __init__(self, settings: RetryBudget) -> None:
         self.settings = settings
-        self.capacity = settings.capacity
         self.level = settings.capacity
         self.pending = 0.0  # refills not yet pushed to a shared budget
+        self.successes = itertools.count()
+        self.counted = 0  # successes already added to the level
 
 
 class Budgets:
@@ -162,6 +174,7 @@ class Budgets:
         if shared is None or guard is None or name is None or not guard.available():
             return None
         with self._lock:
+            self._refill(bucket)
             pending, bucket.pending = bucket.pending, 0.0
         settings = bucket.settings
         try:
@@ -198,24 +211,28 @@ class Budgets:
             if taken is not None:
                 return taken
         with self._lock:
+            self._refill(bucket)
             if bucket.level < bucket.settings.retry_cost:
                 return False
             bucket.level -= bucket.settings.retry_cost
             return True
 
     def success(self, platform: str, table: object = None) -> None:
-        """Refill after a success, locally; a shared budget gets the refills at the next :meth:`push`."""
-        buckets = self._buckets
-        bucket = buckets[platform] if platform in buckets else self._bucket(platform, table)
-        if bucket is None:
-            return
-        if self.store is not None:
-            with self._lock:
-                bucket.pending += bucket.settings.refill
-                bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
-        elif bucket.level < bucket.settings.capacity:
-            with self._lock:
-                bucket.level = min(bucket.settings.capacity, bucket.level + bucket.settings.refill)
+        """Count a success; its refill reaches the level when next read, a shared budget at the
+        next :meth:`push`."""
+        bucket = self._bucket(platform, table)
+        if bucket is not None:
+            next(bucket.successes)
+
+    def _refill(self, bucket: Bucket) -> None:
+        """Under the lock: add the refills of the successes counted since the last call."""
+        total = count_of(bucket.successes)
+        new, bucket.counted = total - bucket.counted, total
+        if new:
+            refill = new * bucket.settings.refill
+            bucket.level = min(bucket.settings.capacity, bucket.level + refill)
+            if self.store is not None:
+                bucket.pending += refill
 
     def push_due(self) -> bool:
         """Are the refills due to be pushed? (No I/O; :meth:`claim_push` claims it.)"""
@@ -228,12 +245,15 @@ class Budgets:
     def push(self) -> None:
         """Push the pending refills of every bucket to the shared budget now."""
         for platform, bucket in list(self._buckets.items()):
-            if bucket is not None and bucket.pending > 0:
+            if bucket is not None and (bucket.pending > 0 or count_of(bucket.successes) > bucket.counted):
                 self._take(platform, bucket, 0.0)
 
     def levels(self) -> dict[str, float]:
         with self._lock:
-            return {p: round(b.level, 3) for p, b in self._buckets.items() if b is not None}
+            buckets = [(p, b) for p, b in self._buckets.items() if b is not None]
+            for _, bucket in buckets:
+                self._refill(bucket)
+            return {p: round(b.level, 3) for p, b in buckets}
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,4 +412,4 @@ class Stats:
 
     def first_tries(self) -> int:
         """How many requests ``first_try`` has counted, without counting one more."""
-        return int(repr(self.first_try)[6:-1])  # "count(N)": the one way to read a count unchanged
+        return count_of(self.first_try)
