@@ -305,3 +305,27 @@ def test_shared_state_first_attempts_skip_the_flow_between_syncs(mode: str, flow
     assert flows == [False, False]  # the flow pushes the three refills before request 4 is sent
     assert store.refills == [pytest.approx(0.3)]
     assert [name for name, _ in store.calls] == ["cooldown_pull", "budget_take", "cooldown_pull"]
+
+
+def test_refills_from_concurrent_successes_are_all_counted() -> None:
+    """Successes count themselves without a lock; the level adds up every refill once."""
+    transport = retrypolicy.RetryTransport(
+        "wechat", transport=httpx.MockTransport(lambda r: ok()), budget=RetryBudget(capacity=100, refill=0.01)
+    )
+    bucket = transport._core.budgets.bucket("wechat")
+    assert bucket is not None
+    bucket.level = 50.0
+    with httpx.Client(transport=transport) as client:
+
+        def send_many() -> None:
+            for _ in range(250):
+                client.post(SEND)
+
+        threads = [threading.Thread(target=send_many) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    snap = transport.snapshot()
+    assert snap.succeeded == snap.requests == 2000
+    assert snap.budget == {"wechat": 70.0}  # 50 + 2000 x 0.01
