@@ -296,7 +296,7 @@ class Cooldowns:
     def running(self) -> bool:
         """Whether a cooldown may be running here, or the shared ones are due to be pulled.
         No I/O: the flow has the driver call :meth:`pull`."""
-        return bool(self._until) or (self.store is not None and self._pull.due())
+        return not self.quiet or self.pull_due()
 
     def pull_due(self) -> bool:
         """Are the shared cooldowns due to be pulled? (No I/O; :meth:`claim_pull` claims it.)"""
