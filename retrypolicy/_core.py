@@ -363,7 +363,6 @@ class RetryCore:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.policies = policies
-        self._single = policies if isinstance(policies, Policy) else None  # no lookup per request
         self.managers = dict(managers)
         self.retry = retry
         self.max_renewals = max_renewals
@@ -377,7 +376,7 @@ class RetryCore:
         self.stats = Stats()
         by_host: Mapping[str, Policy] = {"*": policies} if isinstance(policies, Policy) else policies
         self._lanes = {host: self._lane_of(p) for host, p in by_host.items()}
-        self._lane = self._lanes["*"] if self._single is not None else None  # no lookup per request
+        self._lane = self._lanes["*"] if isinstance(policies, Policy) else None  # no lookup per request
 
     def _lane_of(self, policy: Policy) -> Lane:
         manager = self.managers.get(policy.platform)
@@ -388,10 +387,6 @@ class RetryCore:
         if self._lane is not None:
             return self._lane
         return self._lanes.get(request.url.host) or self._lanes.get("*")
-
-    def policy_for(self, request: httpx.Request) -> Policy | None:
-        lane = self.lane_for(request)
-        return lane.policy if lane is not None else None
 
     def options(self, policy: Policy, request: httpx.Request) -> _Options:
         raw = request.extensions.get(EXTENSION)
@@ -496,10 +491,11 @@ class RetryCore:
         is one of the small classes above. With ``first``, the flow takes over after a first
         attempt the driver made through :meth:`ready`, and goes on exactly as if it had made it.
         """
-        policy = self._single if self._single is not None else self.policy_for(request)
-        if policy is None:
+        lane = self._lane if self._lane is not None else self.lane_for(request)
+        if lane is None:
             passed: httpx.Response = yield request
             return passed
+        policy, manager = lane.policy, lane.manager
         stats = self.stats
         attempts = succeeded = 0
         try:
@@ -508,7 +504,6 @@ class RetryCore:
             opts = self._default_options.get(platform) if EXTENSION not in request.extensions else None
             if opts is None:
                 opts = self.options(policy, request)
-            manager = self.managers.get(platform) if self.managers else None
             placement = policy.token
             if first is not None:
                 request = first.sent  # ready() filled in a fresh token, if the transport has a hook

@@ -191,9 +191,6 @@ class Budgets:
 
     def bucket(self, platform: str, table: object = None) -> Bucket | None:
         """The platform's bucket (created on first use); None when its budget is off."""
-        return self._bucket(platform, table)
-
-    def _bucket(self, platform: str, table: object = None) -> Bucket | None:
         try:
             return self._buckets[platform]
         except KeyError:
@@ -203,7 +200,7 @@ class Budgets:
 
     def spend(self, platform: str, table: object = None) -> bool:
         """Take one retry's cost; False (and nothing taken) when the bucket cannot pay."""
-        bucket = self._bucket(platform, table)
+        bucket = self.bucket(platform, table)
         if bucket is None:
             return True
         if self.store is not None:
@@ -220,7 +217,7 @@ class Budgets:
     def success(self, platform: str, table: object = None) -> None:
         """Count a success; its refill reaches the level when next read, a shared budget at the
         next :meth:`push`."""
-        bucket = self._bucket(platform, table)
+        bucket = self.bucket(platform, table)
         if bucket is not None:
             next(bucket.successes)
 
