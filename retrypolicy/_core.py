@@ -437,7 +437,7 @@ class RetryCore:
         The driver sends it and asks :meth:`settle` (reading the body first if told to); if that
         says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
         """
-        lane = self._lane if self._lane is not None else self.lane_for(request)
+        lane = self._lane if self._lane is not None else self.lane_for(request)  # no call with one policy
         if lane is None:
             return None  # a host no policy covers: the flow passes it through
         cooldowns, budgets = self.cooldowns, self.budgets
@@ -491,7 +491,7 @@ class RetryCore:
         is one of the small classes above. With ``first``, the flow takes over after a first
         attempt the driver made through :meth:`ready`, and goes on exactly as if it had made it.
         """
-        lane = self._lane if self._lane is not None else self.lane_for(request)
+        lane = self.lane_for(request)
         if lane is None:
             passed: httpx.Response = yield request
             return passed
