@@ -444,8 +444,7 @@ class RetryCore:
         if (
             EXTENSION in request.extensions
             or not cooldowns.quiet
-            or (cooldowns.store is not None and cooldowns.pull_due())  # shared: pulled by the flow
-            or (budgets.store is not None and budgets.push_due())  # refills: pushed by the flow
+            or ((cooldowns.store is not None or budgets.store is not None) and self._sync_due())
             or not isinstance(request.stream, _REPLAYABLE)
         ):
             return None
@@ -457,6 +456,15 @@ class RetryCore:
         if token is None or token_in(request, placement) is not None:
             return None  # a renewal is due, or the request brings its own token: the flow decides
         return with_token(request, placement, token), lane
+
+    def _sync_due(self) -> bool:
+        """Are shared cooldowns due to be pulled, or refills to be pushed (both by the flow)?
+        ``cooldowns.pull_due() or budgets.push_due()`` with one call and one clock read: both
+        gates run on the core's clock (``share_state`` gives the budgets' gate this clock)."""
+        now, cooldowns, budgets = self.clock(), self.cooldowns, self.budgets
+        return (cooldowns.store is not None and now >= cooldowns.pull_gate.next_at) or (
+            budgets.store is not None and now >= budgets.push_gate.next_at
+        )
 
     def settle(self, lane: Lane, response: httpx.Response) -> bool | None:
         """True, and counted, when the fast path's response is a success to return as it is;

@@ -101,24 +101,24 @@ def count_of(counter: itertools.count[int]) -> int:
 class _Gate:
     """Lets one caller through per interval: store syncs happen once per ``seconds``, not per request."""
 
-    __slots__ = ("_lock", "_next", "clock", "seconds")
+    __slots__ = ("_lock", "clock", "next_at", "seconds")
 
     def __init__(self, seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
         self.clock = clock
-        self._next = 0.0  # the first call passes
+        self.next_at = 0.0  # when the next caller may pass; the first call passes
         self._lock = threading.Lock()
 
     def due(self) -> bool:
-        return self.clock() >= self._next
+        return self.clock() >= self.next_at
 
     def claim(self) -> bool:
         """True for exactly one caller once the interval has passed (then the next one starts)."""
         with self._lock:
             now = self.clock()
-            if now < self._next:
+            if now < self.next_at:
                 return False
-            self._next = now + self.seconds
+            self.next_at = now + self.seconds
             return True
 
 
@@ -151,7 +151,7 @@ class Budgets:
         self.store: SharedBudgets | None = None  # set by share(): spend() and push() then do store I/O
         self._names: Mapping[str, str] = {}
         self._guard: _Guard | None = None
-        self._push = _Gate()
+        self.push_gate = _Gate()
 
     def share(
         self,
@@ -165,7 +165,7 @@ class Budgets:
         """Keep the buckets of ``names`` (platform -> store key) in ``shared`` from now on."""
         self._names = dict(names)
         self._guard = guard
-        self._push = _Gate(interval, clock)
+        self.push_gate = _Gate(interval, clock)
         self.store = shared
 
     def _take(self, platform: str, bucket: Bucket, cost: float) -> bool | None:
@@ -233,11 +233,11 @@ class Budgets:
 
     def push_due(self) -> bool:
         """Are the refills due to be pushed? (No I/O; :meth:`claim_push` claims it.)"""
-        return self.store is not None and self._push.due()
+        return self.store is not None and self.push_gate.due()
 
     def claim_push(self) -> bool:
         """True, for one caller per interval, when the refills are due to be pushed (:meth:`push`)."""
-        return self.store is not None and self._push.claim()
+        return self.store is not None and self.push_gate.claim()
 
     def push(self) -> None:
         """Push the pending refills of every bucket to the shared budget now."""
@@ -274,7 +274,7 @@ class Cooldowns:
         self.store: SharedCooldowns | None = None  # set by share(): pull() and publish() then do store I/O
         self._names: Mapping[str, str] = {}
         self._guard: _Guard | None = None
-        self._pull = _Gate(1.0, clock)
+        self.pull_gate = _Gate(1.0, clock)
         self._since: dict[str, float] = {}
         # No cooldown recorded here: read without the lock by RetryCore.ready, which then skips
         # the cooldown checks (unless shared ones are due to be pulled). Changed under the lock.
@@ -286,7 +286,7 @@ class Cooldowns:
         starts are written at once, others' starts are read at most every ``interval`` seconds."""
         self._names = dict(names)
         self._guard = guard
-        self._pull = _Gate(interval, self.clock)
+        self.pull_gate = _Gate(interval, self.clock)
         self.store = shared
 
     @property
@@ -297,11 +297,11 @@ class Cooldowns:
 
     def pull_due(self) -> bool:
         """Are the shared cooldowns due to be pulled? (No I/O; :meth:`claim_pull` claims it.)"""
-        return self.store is not None and self._pull.due()
+        return self.store is not None and self.pull_gate.due()
 
     def claim_pull(self) -> bool:
         """True, for one caller per interval, when the shared cooldowns are due to be pulled."""
-        return self.store is not None and self._pull.claim()
+        return self.store is not None and self.pull_gate.claim()
 
     def pull(self) -> None:
         """Read the cooldowns other processes started (the flow does it once per interval,

@@ -381,4 +381,4 @@ def share_state(store: object, names: Mapping[str, str], guard: StoreGuard, budg
     if isinstance(store, SharedCooldowns) and getattr(store, "share_cooldowns", True):
         cooldowns.share(store, names, guard, interval=interval)
     if isinstance(store, SharedBudgets) and getattr(store, "share_budget", True):
-        budgets.share(store, names, guard, interval=interval)
+        budgets.share(store, names, guard, interval=interval, clock=cooldowns.clock)  # one clock: see RetryCore.ready

@@ -300,11 +300,32 @@ def test_shared_state_first_attempts_skip_the_flow_between_syncs(mode: str, flow
     # request 1: the flow (no token yet; cooldowns due to be pulled); 2 and 3: no flow, no store call
     assert flows == [False] and [name for name, _ in store.calls] == ["cooldown_pull"]
     core = s.transport._core
-    core.budgets._push._next = core.cooldowns._pull._next = 0.0  # the interval has passed
+    core.budgets.push_gate.next_at = core.cooldowns.pull_gate.next_at = 0.0  # the interval has passed
     s.post(url)
     assert flows == [False, False]  # the flow pushes the three refills before request 4 is sent
     assert store.refills == [pytest.approx(0.3)]
     assert [name for name, _ in store.calls] == ["cooldown_pull", "budget_take", "cooldown_pull"]
+
+
+@pytest.mark.parametrize("gate", ["pull", "push"])
+def test_either_sync_falling_due_sends_the_next_request_through_the_flow(
+    mode: str, flows: list[bool], gate: str
+) -> None:
+    """ready() asks both gates with one clock read: each one alone must still be noticed."""
+    store = PushRecordingStore()
+    s = Session(mode, lambda r: ok(), policy="wechat", token=lambda: "tok", token_store=store)
+    url = SEND.split("?", maxsplit=1)[0]
+    s.post(url)
+    s.post(url)
+    assert flows == [False] and [name for name, _ in store.calls] == ["cooldown_pull"]
+    core = s.transport._core
+    assert core.budgets.push_gate.clock is core.cooldowns.pull_gate.clock is core.clock
+    (core.cooldowns.pull_gate if gate == "pull" else core.budgets.push_gate).next_at = 0.0
+    s.post(url)
+    assert flows == [False, False]
+    assert [name for name, _ in store.calls][1:] == ["cooldown_pull" if gate == "pull" else "budget_take"]
+    s.post(url)  # claimed: not due again for an interval
+    assert flows == [False, False]
 
 
 def test_refills_from_concurrent_successes_are_all_counted() -> None:
