@@ -82,12 +82,46 @@ CASES = {
     ),
 }
 # httpx-retries never retries a POST unless told to: "+POST" is it configured to, which a message
-# send needs to be retried at all; on a GET both do their full work.
-CONTENDERS = ("httpx (bare)", "retrypolicy", "httpx-retries", "httpx-retries+POST")
+# send needs to be retried at all; on a GET both do their full work. "code check only" is the
+# floor of any transport that reads the error code: see CodeCheckOnly.
+CONTENDERS = ("httpx (bare)", "retrypolicy", "httpx-retries", "httpx-retries+POST", "code check only")
 REQUEST_BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
 
 
 Batch = Callable[[int], None]  # sends that many requests, one after another
+
+
+class CodeCheckOnly(httpx.BaseTransport):
+    """The least a transport that reads the error code can do on a success: pass the request
+    through, read the body, and ask the policy table whether it holds an error (the same
+    ``Policy.classify_parts`` retrypolicy uses, with its one-regex proof of success). No retry,
+    no token, no counters, no budget, no clock: nothing else. What retrypolicy costs beyond this
+    line is its machinery; this line itself is the price of seeing ``{"errcode":40001}`` at all.
+    """
+
+    def __init__(self, policy: str, inner: httpx.BaseTransport) -> None:
+        self._policy = retrypolicy.load_policy(policy)
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if self._policy.classify_parts(response.status_code, response.read()) is not None:
+            raise AssertionError("the benchmark's success body classified as a failure")
+        return response
+
+
+class AsyncCodeCheckOnly(httpx.AsyncBaseTransport):
+    """:class:`CodeCheckOnly` for ``httpx.AsyncClient``."""
+
+    def __init__(self, policy: str, inner: httpx.AsyncBaseTransport) -> None:
+        self._policy = retrypolicy.load_policy(policy)
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if self._policy.classify_parts(response.status_code, await response.aread()) is not None:
+            raise AssertionError("the benchmark's success body classified as a failure")
+        return response
 
 
 def _client(case: Case, contender: str) -> tuple[Batch, Callable[[], None]]:
@@ -111,6 +145,8 @@ def _client(case: Case, contender: str) -> tuple[Batch, Callable[[], None]]:
     elif contender == "httpx-retries+POST":
         methods = [*Retry.RETRYABLE_METHODS, "POST"]
         transport = HttpxRetriesTransport(transport=inner, retry=Retry(total=3, allowed_methods=methods))
+    elif contender == "code check only":
+        transport = (AsyncCodeCheckOnly if case.asynchronous else CodeCheckOnly)(case.policy, inner)
     auth = {"Authorization": "Bearer ACCESS_TOKEN_VALUE"} if case.header_token else {}
     body = None if case.method == "GET" else REQUEST_BODY
     if case.asynchronous:
