@@ -1,37 +1,28 @@
 """Success-path overhead of RetryTransport against a bare httpx client and httpx-retries.
 
 All clients talk to an in-process MockTransport that answers a platform's usual success body.
-Two measures, each printed as a table:
+All contenders of a case run in one process, in batches interleaved in a new random order each
+round (so all suffer the machine's noise alike), with the garbage collector paused during each
+batch. Two figures per request, each the median over the rounds:
 
-* wall clock: rounds interleaved in a new random order each round (bare, retrypolicy and
-  httpx-retries alike suffer the machine's noise); median µs per request over the rounds.
-* instructions (when ``perf stat`` can count them): user-space CPU instructions per request,
-  from one process doing N requests minus one doing none. With address randomisation off
-  (``setarch -R``) and a fixed hash seed, two runs agree to within ~0.01k instructions per
-  request, so it shows a 0.1% difference that wall-clock noise on a shared machine hides. Branch misses are
-  printed beside them: interpreted code pays for them, so instructions understate time.
+* wall clock, in µs: on a shared machine it moves by ±5-10% from run to run;
+* user-space CPU instructions (``perf_event_open``, see ``_measure.py``), which repeat to within
+  a few hundred per request and so show a 0.1% difference that the wall clock hides. Measured
+  in one process, every contender runs on the same heap and the same interpreter state.
 
     python benchmarks/bench_overhead.py [--requests N] [--rounds R] [--case NAME ...]
-        [--skip-wall-clock] [--skip-instructions]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import random
-import shutil
-import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from _measure import Batch, counter, interleaved, steady
 from httpx_retries import Retry
 from httpx_retries import RetryTransport as HttpxRetriesTransport
 
@@ -86,9 +77,6 @@ CASES = {
 # floor of any transport that reads the error code: see CodeCheckOnly.
 CONTENDERS = ("httpx (bare)", "retrypolicy", "httpx-retries", "httpx-retries+POST", "code check only")
 REQUEST_BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
-
-
-Batch = Callable[[int], None]  # sends that many requests, one after another
 
 
 class CodeCheckOnly(httpx.BaseTransport):
@@ -171,107 +159,34 @@ def _client(case: Case, contender: str) -> tuple[Batch, Callable[[], None]]:
     return run, client.close
 
 
-def wall_clock(names: list[str], requests: int, rounds: int) -> None:
-    print(f"wall clock: median µs per request over {rounds} interleaved rounds of {requests}")
-    print(f"{'case':<24} {'client':<19} {'µs/request':>11} {'overhead':>9}")
+def measure(names: list[str], requests: int, rounds: int) -> None:
+    """All contenders of a case in this one process, interleaved (see ``_measure.py``)."""
+    count = counter()
+    print(f"median per request over {rounds} rounds of {requests} requests, contenders interleaved")
+    print(f"{'case':<24} {'client':<19} {'µs':>7} {'overhead':>9} {'instructions':>13} {'overhead':>9} {'extra':>8}")
     for name in names:
         clients = {c: _client(CASES[name], c) for c in CONTENDERS}
-        samples: dict[str, list[float]] = {c: [] for c in CONTENDERS}
-        for run, _ in clients.values():  # warm up
-            run(200)
-        order = list(CONTENDERS)
-        for _ in range(rounds):
-            random.shuffle(order)
-            for contender in order:
-                run = clients[contender][0]
-                start = time.perf_counter()
-                run(requests)
-                samples[contender].append((time.perf_counter() - start) / requests * 1e6)
-        base = statistics.median(samples[CONTENDERS[0]])
-        for contender in CONTENDERS:
-            median = statistics.median(samples[contender])
-            print(f"{name:<24} {contender:<19} {median:>11.1f} {100 * (median / base - 1):>8.1f}%")
+        figures = interleaved({c: run for c, (run, _) in clients.items()}, requests, rounds, count)
+        base = figures[CONTENDERS[0]]
+        for contender, f in figures.items():
+            line = f"{name:<24} {contender:<19} {f.micros:>7.1f} {100 * (f.micros / base.micros - 1):>8.1f}%"
+            if f.instructions is not None and base.instructions:
+                extra = f.instructions - base.instructions
+                line += f" {f.instructions:>13,.0f} {100 * extra / base.instructions:>8.1f}% {extra / 1000:>7.1f}k"
+            print(line)
         for _, close in clients.values():
             close()
-
-
-def _no_aslr() -> list[str]:
-    """``setarch -R``: the same addresses in every run, so that (with PYTHONHASHSEED fixed) two
-    runs count the same instructions to within a few hundred, not a few million."""
-    cmd = ["setarch", platform.machine(), "-R"]
-    if shutil.which("setarch") and subprocess.run([*cmd, "true"], capture_output=True, check=False).returncode == 0:
-        return cmd
-    return []
-
-
-_NO_ASLR: list[str] = []
-
-
-def _perf_counts(name: str, contender: str, requests: int) -> tuple[int, int] | None:
-    """(instructions, branch misses) in user space of a worker process, or None if perf cannot tell."""
-    events = "instructions:u,branch-misses:u"
-    cmd = [*_NO_ASLR, "perf", "stat", "-x,", "-e", events, sys.executable, __file__, "--worker", name, contender]
-    result = subprocess.run([*cmd, str(requests)], capture_output=True, text=True, check=False)
-    counts: dict[str, int] = {}
-    for line in result.stderr.splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[0].isdigit():
-            counts[fields[2].split(":")[0]] = int(fields[0])
-    if "instructions" not in counts or "branch-misses" not in counts:
-        return None
-    return counts["instructions"], counts["branch-misses"]
-
-
-def instructions(names: list[str], requests: int) -> None:
-    if shutil.which("perf") is None or _perf_counts(names[0], CONTENDERS[0], 0) is None:
-        print("instructions: skipped (perf stat cannot count instructions on this machine)")
-        return
-    _NO_ASLR[:] = _no_aslr()
-    fixed = ", address randomisation off" if _NO_ASLR else ""
-    print(f"instructions: user space, per request (perf stat; {requests} requests minus none{fixed})")
-    print(f"{'case':<24} {'client':<19} {'instr/request':>14} {'overhead':>9} {'extra':>8} {'branch misses':>14}")
-    for name in names:
-        per: dict[str, tuple[float, float]] = {}
-        for contender in CONTENDERS:
-            idle = _perf_counts(name, contender, 0)
-            busy = _perf_counts(name, contender, requests)
-            if idle is None or busy is None:
-                print(f"{name:<24} {contender:<19} {'failed':>14}")
-                continue
-            per[contender] = ((busy[0] - idle[0]) / requests, (busy[1] - idle[1]) / requests)
-        base = per.get(CONTENDERS[0], (0.0, 0.0))[0]
-        for contender, (value, misses) in per.items():
-            overhead = f"{100 * (value / base - 1):>8.1f}%" if base else ""
-            extra = f"{(value - base) / 1000:>7.1f}k" if base else ""
-            print(f"{name:<24} {contender:<19} {value:>14,.0f} {overhead:>9} {extra:>8} {misses:>14,.0f}")
-
-
-def worker(name: str, contender: str, requests: int) -> None:
-    """Warm up, then send ``requests`` requests (run under perf stat by ``instructions``)."""
-    run, close = _client(CASES[name], contender)
-    run(200)
-    run(requests)
-    close()
+    if count is not None:
+        count.close()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=500, help="requests per round (wall clock)")
-    parser.add_argument("--rounds", type=int, default=41)
-    parser.add_argument("--instructions-requests", type=int, default=20000)
+    parser.add_argument("--requests", type=int, default=300, help="requests per batch")
+    parser.add_argument("--rounds", type=int, default=31, help="batches per contender")
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: all")
-    parser.add_argument("--skip-wall-clock", action="store_true")
-    parser.add_argument("--skip-instructions", action="store_true")
     args = parser.parse_args()
-    chosen = args.case or list(CASES)
-    os.environ.setdefault("PYTHONHASHSEED", "0")  # the same dict layouts in every worker process
-    if args.requests < 1 or args.rounds < 1 or args.instructions_requests < 1:
-        parser.error("--requests, --rounds and --instructions-requests must be at least 1")
-    if not args.skip_wall_clock:
-        wall_clock(chosen, args.requests, args.rounds)
-        print()
-    if not args.skip_instructions:
-        instructions(chosen, args.instructions_requests)
+    steady()
+    if args.requests < 1 or args.rounds < 1:
+        parser.error("--requests and --rounds must be at least 1")
+    measure(args.case or list(CASES), args.requests, args.rounds)

@@ -6,9 +6,9 @@
    endpoint calls are counted. Without a store every process renews on its own (N per expiry;
    with the classic ``/cgi-bin/token`` endpoint each call invalidates the others' tokens); with
    RedisTokenStore the goal is 1.
-2. Success-path overhead: µs per request of a RetryTransport (sync and async) with no store, a
-   MemoryTokenStore and a RedisTokenStore, against an in-process MockTransport; rounds are
-   interleaved so noise hits every contender alike; medians.
+2. Success-path overhead: µs and CPU instructions per request of a RetryTransport (sync and
+   async) with no store, a MemoryTokenStore and a RedisTokenStore, against an in-process
+   MockTransport; batches interleaved in one process, medians (see ``_measure.py``).
 
 Starts its own redis-server (``apt-get install redis-server``) on 127.0.0.1 and a free port.
 
@@ -18,17 +18,18 @@ Starts its own redis-server (``apt-get install redis-server``) on 127.0.0.1 and 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import multiprocessing
-import statistics
-import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import httpx
 import structlog
+from _measure import Batch, counter, interleaved, steady
 
 import retrypolicy
 from retrypolicy.hooks import WeChatTokenHook
@@ -115,60 +116,82 @@ def _stores(redis_url: str) -> dict[str, Any]:
     }
 
 
-def overhead_sync(redis_url: str, requests: int, rounds: int) -> dict[str, float]:
-    clients = {
-        name: httpx.Client(
-            transport=retrypolicy.RetryTransport(
-                "wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler)
-            )
-        )
-        for name, store in _stores(redis_url).items()
-    }
-    samples: dict[str, list[float]] = {name: [] for name in clients}
-    for client in clients.values():  # warm up, and the first token
-        for _ in range(200):
-            client.post("https://api.weixin.qq.com" + SEND, json=BODY)
-    for _ in range(rounds):
-        for name, client in clients.items():
-            start = time.perf_counter()
-            for _ in range(requests):
-                client.post("https://api.weixin.qq.com" + SEND, json=BODY)
-            samples[name].append((time.perf_counter() - start) / requests * 1e6)
-    for client in clients.values():
-        client.close()
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
-def overhead_async(redis_url: str, requests: int, rounds: int) -> dict[str, float]:
-    async def main() -> dict[str, float]:
-        stores = _stores(redis_url)
+def _runs(redis_url: str, asynchronous: bool) -> tuple[dict[str, Batch], Callable[[], None]]:
+    """A batch runner per store (RetryTransport, or AsyncRetryTransport on one event loop), and
+    a function that closes them all."""
+    url = "https://api.weixin.qq.com" + SEND
+    stores = _stores(redis_url)
+    redis_store = stores["RedisTokenStore"]
+    assert isinstance(redis_store, retrypolicy.RedisTokenStore)
+    if not asynchronous:
         clients = {
-            name: httpx.AsyncClient(
-                transport=retrypolicy.AsyncRetryTransport(
+            name: httpx.Client(
+                transport=retrypolicy.RetryTransport(
                     "wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler)
                 )
             )
             for name, store in stores.items()
         }
-        url = "https://api.weixin.qq.com" + SEND
-        samples: dict[str, list[float]] = {name: [] for name in clients}
-        for client in clients.values():
-            for _ in range(200):
-                await client.post(url, json=BODY)
-        for _ in range(rounds):
-            for name, client in clients.items():
-                start = time.perf_counter()
-                for _ in range(requests):
-                    await client.post(url, json=BODY)
-                samples[name].append((time.perf_counter() - start) / requests * 1e6)
-        for client in clients.values():
-            await client.aclose()
-        redis_store = stores["RedisTokenStore"]
-        assert isinstance(redis_store, retrypolicy.RedisTokenStore)
-        await redis_store.aclose()
-        return {name: statistics.median(v) for name, v in samples.items()}
 
-    return anyio.run(main)
+        def sender(client: httpx.Client) -> Batch:
+            def batch(n: int) -> None:
+                for _ in range(n):
+                    client.post(url, json=BODY)
+
+            return batch
+
+        def close() -> None:
+            for client in clients.values():
+                client.close()
+            redis_store.close()
+
+        return {name: sender(client) for name, client in clients.items()}, close
+    loop = asyncio.new_event_loop()
+    aclients = {
+        name: httpx.AsyncClient(
+            transport=retrypolicy.AsyncRetryTransport(
+                "wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler)
+            )
+        )
+        for name, store in stores.items()
+    }
+
+    def asender(client: httpx.AsyncClient) -> Batch:
+        async def batch(n: int) -> None:
+            for _ in range(n):
+                await client.post(url, json=BODY)
+
+        return lambda n: loop.run_until_complete(batch(n))
+
+    async def aclose() -> None:
+        for client in aclients.values():
+            await client.aclose()
+        await redis_store.aclose()
+
+    def close_loop() -> None:
+        loop.run_until_complete(aclose())
+        loop.close()
+
+    return {name: asender(client) for name, client in aclients.items()}, close_loop
+
+
+def overhead(redis_url: str, requests: int, rounds: int) -> None:
+    """Each store against no store, interleaved in one process (see ``_measure.py``)."""
+    count = counter()
+    print(f"Success-path overhead (median per request over {rounds} rounds of {requests}; in-process MockTransport)")
+    print(f"{'transport':<20} {'store':<17} {'µs':>7} {'vs no store':>11} {'instructions':>13} {'vs no store':>11}")
+    for label, asynchronous in (("RetryTransport", False), ("AsyncRetryTransport", True)):
+        runs, close = _runs(redis_url, asynchronous)
+        figures = interleaved(runs, requests, rounds, count)
+        close()
+        base = figures["no store"]
+        for name, f in figures.items():
+            line = f"{label:<20} {name:<17} {f.micros:>7.1f} {f.micros - base.micros:>+11.1f}"
+            if f.instructions is not None and base.instructions is not None:
+                line += f" {f.instructions:>13,.0f} {f.instructions - base.instructions:>+11,.0f}"
+            print(line)
+    if count is not None:
+        count.close()
 
 
 def run(concurrency: int, expiries: int, requests: int, rounds: int) -> None:
@@ -182,22 +205,15 @@ def run(concurrency: int, expiries: int, requests: int, rounds: int) -> None:
                 mean = sum(per_expiry) / len(per_expiry)
                 print(f"{processes:>9}  {name:<16} {first:>11} {mean:>10.2f}  {1:>4}")
         print()
-        print("Success-path overhead (µs/request, median; in-process MockTransport)")
-        print(f"{'transport':<20} {'store':<17} {'µs/request':>10} {'vs no store':>11}")
-        for label, results in (
-            ("RetryTransport", overhead_sync(redis_url, requests, rounds)),
-            ("AsyncRetryTransport", overhead_async(redis_url, requests, rounds)),
-        ):
-            base = results["no store"]
-            for name, value in results.items():
-                print(f"{label:<20} {name:<17} {value:>10.1f} {value - base:>+10.1f}")
+        overhead(redis_url, requests, rounds)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--concurrency", type=int, default=20, help="concurrent requests per process and burst")
     parser.add_argument("--expiries", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=2000, help="requests per overhead sample")
-    parser.add_argument("--rounds", type=int, default=9, help="overhead samples per contender")
+    parser.add_argument("--requests", type=int, default=300, help="requests per overhead batch")
+    parser.add_argument("--rounds", type=int, default=31, help="overhead batches per contender")
     args = parser.parse_args()
+    steady()
     run(args.concurrency, args.expiries, args.requests, args.rounds)
