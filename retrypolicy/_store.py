@@ -29,6 +29,7 @@ If a store raises, the manager renews process-locally and :class:`StoreGuard` lo
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -310,11 +311,25 @@ def describe_store(store: object) -> str:
     return type(store).__name__
 
 
+def _tls_error(exc: BaseException) -> str | None:
+    """OpenSSL's reason (a constant, e.g. ``CERTIFICATE_VERIFY_FAILED``) when a TLS error caused
+    ``exc`` (redis-py wraps it in its ConnectionError), else None."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain: the client's error, then the socket's
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason) if seen.reason else type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class StoreGuard:
     """Tracks whether a store answers: after a failure it is skipped for ``retry_after`` seconds.
 
     Logs ``retrypolicy.store_unavailable`` (warning: the store, the operation, the error type —
-    never its text, which may hold a URL) when a store stops answering, and
+    never its text, which may hold a URL — and, when a TLS handshake failed, OpenSSL's reason,
+    such as ``CERTIFICATE_VERIFY_FAILED``, as ``tls_error``) when a store stops answering, and
     ``retrypolicy.store_recovered`` (info) when it answers again. Thread-safe enough: its state
     is two plain fields, and a lost race only repeats a check.
     """
@@ -343,6 +358,7 @@ class StoreGuard:
         first = self.down_until is None
         self.down_until = self.clock() + self.retry_after
         if first:
+            tls = _tls_error(exc)
             self.log.warning(
                 "retrypolicy.store_unavailable",
                 store=describe_store(self.store),
@@ -350,6 +366,7 @@ class StoreGuard:
                 error=type(exc).__name__,
                 fallback="process-local",
                 retry_in=self.retry_after,
+                **({"tls_error": tls} if tls is not None else {}),
             )
 
     def succeeded(self) -> None:

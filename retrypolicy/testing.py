@@ -81,12 +81,15 @@ import base64
 import contextlib
 import json
 import math
+import os
 import random
 import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -1120,16 +1123,21 @@ class FakeWhatsAppCloud(FakePlatform):
 
 @dataclass
 class RedisServer:
-    """A redis-server started by :func:`redis_server`: ``url`` to connect, ``kill()`` to crash it."""
+    """A redis-server started by :func:`redis_server`: ``url`` to connect, ``kill()`` to crash it.
+
+    With TLS, ``url`` is ``rediss://`` and ``tls_ca`` the certificate file to trust
+    (``RedisTokenStore.from_url(server.url, ssl_ca_certs=server.tls_ca)``)."""
 
     process: subprocess.Popen[bytes]
     port: int
     password: str | None = None
+    tls_ca: str | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls_ca else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -1137,7 +1145,34 @@ class RedisServer:
             self.process.wait(timeout=10)
 
     def __repr__(self) -> str:  # never the password
-        return f"RedisServer(port={self.port}, running={self.process.poll() is None})"
+        tls = ", tls=True" if self.tls_ca else ""
+        return f"RedisServer(port={self.port}, running={self.process.poll() is None}{tls})"
+
+
+def _self_signed(directory: str) -> tuple[str, str]:
+    """(certificate, key) files for 127.0.0.1, valid for a day, made by the openssl binary."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("redis_server(tls=True) needs the openssl binary (apt-get install openssl)")
+    cert, key = os.path.join(directory, "redis.crt"), os.path.join(directory, "redis.key")
+    command = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl could not make a certificate: {result.stderr.strip()[-300:]}")
+    return cert, key
+
+
+def _answers(port: int, tls_ca: str | None) -> bool:
+    """Does a Redis on 127.0.0.1:port answer PING (over TLS, trusting ``tls_ca``, if given)?"""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as raw:
+        if tls_ca is None:
+            raw.sendall(b"PING\r\n")
+            return bool(raw.recv(64))
+        with ssl.create_default_context(cafile=tls_ca).wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            conn.sendall(b"PING\r\n")
+            return bool(conn.recv(64))
+    return False
 
 
 def free_port() -> int:
@@ -1149,7 +1184,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server(password: str | None = None, *, timeout: float = 10.0) -> Iterator[RedisServer]:
+def redis_server(password: str | None = None, *, tls: bool = False, timeout: float = 10.0) -> Iterator[RedisServer]:
     """Start a redis-server on 127.0.0.1 and a free port, without persistence; kill it at the end.
 
     For tests of :class:`~retrypolicy.RedisTokenStore` with several workers::
@@ -1157,28 +1192,37 @@ def redis_server(password: str | None = None, *, timeout: float = 10.0) -> Itera
         with redis_server() as server:
             store = retrypolicy.RedisTokenStore.from_url(server.url)
 
-    Needs the ``redis-server`` binary (Debian/Ubuntu: ``apt-get install redis-server``); raises
-    ``RuntimeError`` naming it when it is missing or does not answer within ``timeout`` seconds.
+    ``tls=True``: the server speaks only TLS, with a self-signed certificate for 127.0.0.1 made
+    for it (and removed at the end); connect with ``ssl_ca_certs=server.tls_ca``.
+
+    Needs the ``redis-server`` binary (Debian/Ubuntu: ``apt-get install redis-server``), and for
+    TLS ``openssl``; raises ``RuntimeError`` naming what is missing, or when the server does not
+    answer within ``timeout`` seconds.
     """
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis_server() needs the redis-server binary (apt-get install redis-server)")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    if password:
-        args += ["--requirepass", password]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(process, port, password)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64):
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{port} within {timeout:g} s")
-            time.sleep(0.02)
-        yield server
-    finally:
-        server.kill()
+    with tempfile.TemporaryDirectory(prefix="retrypolicy-redis-") as directory:
+        port = free_port()
+        args = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
+        tls_ca: str | None = None
+        if tls:
+            tls_ca, key = _self_signed(directory)
+            args += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls_ca, "--tls-key-file", key]
+            args += ["--tls-ca-cert-file", tls_ca, "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(port)]
+        if password:
+            args += ["--requirepass", password]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = RedisServer(process, port, password, tls_ca)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _answers(port, tls_ca):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    built = " (is this redis-server built with TLS?)" if tls else ""
+                    raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{port} within {timeout:g} s{built}")
+                time.sleep(0.02)
+            yield server
+        finally:
+            server.kill()

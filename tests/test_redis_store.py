@@ -1,14 +1,16 @@
 """Many workers, one token: TokenStore, MemoryTokenStore and RedisTokenStore against a real redis-server.
 
 A session fixture starts ``redis-server`` on 127.0.0.1 and a free port (no persistence); tests
-that kill Redis start their own. Every test uses its own namespace. Skipped only when the
-``redis-server`` binary is missing (CI installs it: see .ci/run).
+that kill Redis start their own, and the TLS tests share a TLS-only one. Every test uses its own
+namespace. Skipped only when the ``redis-server`` binary (or, for TLS, ``openssl``) is missing
+(CI installs both: see .ci/run).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -384,6 +386,51 @@ def test_unreachable_redis_from_the_start() -> None:
     assert "pw-xyz" not in repr(logs)
 
 
+# -- Redis over TLS ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> Iterator[RedisServer]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl binary is not installed; CI installs it")
+    with retrypolicy.testing.redis_server(password="tls-pass-0123", tls=True) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_store_shares_one_renewal(mode: str, tls_server: RedisServer, namespace: str) -> None:
+    """rediss:// with the server's CA: three transports, 8 concurrent requests each on an expired
+    token, one renewal in all; and the token is in Redis, read back over TLS."""
+    assert tls_server.url.startswith("rediss://") and tls_server.tls_ca is not None
+    s = retrypolicy.RedisTokenStore.from_url(tls_server.url, namespace=namespace, ssl_ca_certs=tls_server.tls_ca)
+    fake = FakeWeChat(APPID, SECRET)
+    with capture_logs() as logs:
+        out = _concurrently(mode, [_client(s, mode, fake) for _ in range(3)], 8, s)
+    assert out == [0] * 24 and fake.token_requests == 1
+    assert not [e for e in logs if e["event"] == "retrypolicy.store_unavailable"]
+    claim = s.claim("wechat", "tls-check", 5.0, None)  # read back over TLS
+    assert claim.status == "fresh" and claim.token is not None and claim.token.value
+    assert claim.token.value not in repr(logs)
+    s.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_store_with_an_untrusted_certificate_falls_back(mode: str, tls_server: RedisServer, namespace: str) -> None:
+    """Without the CA the handshake fails: requests still succeed (process-local renewal), one
+    warning names the error, and neither the password nor the token is in the logs."""
+    s = retrypolicy.RedisTokenStore.from_url(tls_server.url, namespace=namespace)
+    fake = FakeWeChat(APPID, SECRET)
+    with capture_logs() as logs:
+        out = _concurrently(mode, [_client(s, mode, fake)], 4, s)
+    assert out == [0] * 4 and fake.token_requests == 1
+    warnings = [e for e in logs if e["event"] == "retrypolicy.store_unavailable"]
+    assert len(warnings) == 1 and warnings[0]["error"] == "ConnectionError"
+    assert warnings[0]["tls_error"] == "CERTIFICATE_VERIFY_FAILED"  # what to fix, from OpenSSL
+    assert warnings[0]["fallback"] == "process-local"
+    assert "rediss://***@127.0.0.1" in warnings[0]["store"]
+    assert "tls-pass-0123" not in repr(logs)
+
+
 # -- shared cooldowns and budget ---------------------------------------------------------------
 
 
@@ -532,6 +579,29 @@ def test_redis_server_helper_starts_answers_and_stops() -> None:
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=server.port, password="wrong").ping()
     assert server.process.poll() is not None  # killed on the way out
+
+
+def test_redis_server_helper_speaks_tls_only(tls_server: RedisServer) -> None:
+    assert tls_server.tls_ca is not None
+    assert redis.Redis.from_url(tls_server.url, ssl_ca_certs=tls_server.tls_ca).ping() is True
+    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as plain:  # no TLS: no answer
+        plain.sendall(b"PING\r\n")
+        try:
+            answer = plain.recv(64)
+        except ConnectionResetError:  # the server drops a handshake that is not TLS
+            answer = b""
+        assert b"PONG" not in answer
+    assert "tls-pass-0123" not in repr(tls_server) and "tls=True" in repr(tls_server)
+
+
+def test_redis_server_helper_names_a_missing_openssl(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "openssl" else real(name))
+    with (
+        pytest.raises(RuntimeError, match=r"needs the openssl binary \(apt-get install openssl\)"),
+        retrypolicy.testing.redis_server(tls=True),
+    ):
+        pass
 
 
 def test_redis_server_helper_names_a_missing_binary(monkeypatch: pytest.MonkeyPatch) -> None:
