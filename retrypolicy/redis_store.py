@@ -190,9 +190,14 @@ class RedisTokenStore:
       ``token_timeout`` + 5 s);
     * ``share_cooldowns`` / ``share_budget`` (default ``True``): share cooldowns (a quota hit by
       one worker pauses all within ``sync_interval`` seconds) and the retry budget;
-    * ``socket_timeout`` (default 1 s) and any other ``redis.Redis`` option.
+    * ``cluster`` (default ``False``): the URL names a node of a Redis Cluster (redis-py's
+      ``RedisCluster``, sync and asyncio); every key of one app carries one hash tag
+      (``{platform:app}``), so each script's keys share a slot;
+    * ``socket_timeout`` (default 1 s) and any other ``redis.Redis`` (or ``RedisCluster``) option.
 
-    ``client=`` / ``async_client=`` take ready clients instead of a URL.
+    ``client=`` / ``async_client=`` take ready clients instead of a URL (a ``RedisCluster``
+    too). An asyncio client passed in belongs to the event loop it first runs on; with a URL, the
+    store opens one per event loop.
     """
 
     def __init__(
@@ -207,10 +212,15 @@ class RedisTokenStore:
         share_cooldowns: bool = True,
         share_budget: bool = True,
         sync_interval: float = 1.0,
+        cluster: bool = False,
         **options: Any,
     ) -> None:
         if url is None and client is None and async_client is None:
             raise ConfigurationError("RedisTokenStore needs a url (or client= / async_client=)")
+        if not isinstance(cluster, bool):
+            raise ConfigurationError(f"cluster must be True or False, got {cluster!r}")
+        if cluster and url is None:
+            raise ConfigurationError("cluster=True needs a url; a client passed in is used as it is")
         if url is not None and not isinstance(url, str):
             raise ConfigurationError(f"url must be a str, got {type(url).__name__}")
         self.namespace = check_key(namespace, "namespace") or "retrypolicy"
@@ -224,6 +234,7 @@ class RedisTokenStore:
         self.share_budget = bool(share_budget)
         self.sync_interval = float(sync_interval)
         self._url = url
+        self._cluster = cluster
         self._options = options
         self._client = client
         self._async_client = async_client
@@ -262,7 +273,12 @@ class RedisTokenStore:
 
                     options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, **self._options}
                     options.setdefault("retry", Retry(NoBackoff(), 1))
-                    client = self._client = redis.Redis.from_url(self._url, **options)
+                    if self._cluster:
+                        from redis.cluster import RedisCluster  # noqa: PLC0415
+
+                        client = self._client = RedisCluster.from_url(self._url, **options)
+                    else:
+                        client = self._client = redis.Redis.from_url(self._url, **options)
                 self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
             return self._scripts
 
@@ -281,7 +297,12 @@ class RedisTokenStore:
 
                 options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, **self._options}
                 options.setdefault("retry", Retry(NoBackoff(), 1))
-                client = redis.asyncio.Redis.from_url(self._url, **options)
+                if self._cluster:
+                    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster  # noqa: PLC0415
+
+                    client = AsyncRedisCluster.from_url(self._url, **options)
+                else:
+                    client = redis.asyncio.Redis.from_url(self._url, **options)
             entry = (client, {name: client.register_script(src) for name, src in _SCRIPTS.items()})
             self._aclients[loop] = entry
         return entry[1]

@@ -1184,7 +1184,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server(password: str | None = None, *, tls: bool = False, timeout: float = 10.0) -> Iterator[RedisServer]:
+def redis_server(
+    password: str | None = None, *, tls: bool = False, options: Sequence[str] = (), timeout: float = 10.0
+) -> Iterator[RedisServer]:
     """Start a redis-server on 127.0.0.1 and a free port, without persistence; kill it at the end.
 
     For tests of :class:`~retrypolicy.RedisTokenStore` with several workers::
@@ -1193,7 +1195,9 @@ def redis_server(password: str | None = None, *, tls: bool = False, timeout: flo
             store = retrypolicy.RedisTokenStore.from_url(server.url)
 
     ``tls=True``: the server speaks only TLS, with a self-signed certificate for 127.0.0.1 made
-    for it (and removed at the end); connect with ``ssl_ca_certs=server.tls_ca``.
+    for it (and removed at the end); connect with ``ssl_ca_certs=server.tls_ca``. ``options``:
+    more ``redis-server`` options, e.g. ``["--cluster-enabled", "yes"]`` for a cluster node
+    (its files go to a temporary directory, removed at the end).
 
     Needs the ``redis-server`` binary (Debian/Ubuntu: ``apt-get install redis-server``), and for
     TLS ``openssl``; raises ``RuntimeError`` naming what is missing, or when the server does not
@@ -1214,6 +1218,7 @@ def redis_server(password: str | None = None, *, tls: bool = False, timeout: flo
             args += ["--port", str(port)]
         if password:
             args += ["--requirepass", password]
+        args += [str(option) for option in options]
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         server = RedisServer(process, port, password, tls_ca)
         try:

@@ -8,6 +8,7 @@ namespace. Skipped only when the ``redis-server`` binary (or, for TLS, ``openssl
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import shutil
 import socket
@@ -21,6 +22,7 @@ import anyio
 import httpx
 import pytest
 import redis
+import redis.cluster
 from structlog.testing import capture_logs
 
 import retrypolicy
@@ -153,7 +155,10 @@ def _call(mode: str, store: Any, name: str, *args: Any) -> Any:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", STORES)
 def test_store_contract(kind: str, mode: str, server: RedisServer, namespace: str) -> None:
-    s = _make(kind, server, namespace)
+    _check_contract(mode, _make(kind, server, namespace))
+
+
+def _check_contract(mode: str, s: Any) -> None:
     key = "wechat:wx1"
     first = _call(mode, s, "claim", key, "a", 5.0, None)
     assert (first.status, first.calls, first.token) == ("acquired", 1, None)
@@ -429,6 +434,89 @@ def test_tls_store_with_an_untrusted_certificate_falls_back(mode: str, tls_serve
     assert warnings[0]["fallback"] == "process-local"
     assert "rediss://***@127.0.0.1" in warnings[0]["store"]
     assert "tls-pass-0123" not in repr(logs)
+
+
+# -- Redis Cluster -----------------------------------------------------------------------------
+# Every key of one app carries the same hash tag ({platform:app}), so each script's keys share a
+# slot: a RedisCluster client (redis-py's, sync and asyncio) works as it is.
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[RedisServer]]:
+    """Three cluster-enabled redis-servers, the 16,384 slots split between them, no replicas."""
+    with contextlib.ExitStack() as stack:
+        # each bus port is named: by default it is the port + 10,000, past 65,535 for a high free port
+        buses = [free_port() for _ in range(3)]
+        nodes = [
+            stack.enter_context(redis_server(options=["--cluster-enabled", "yes", "--cluster-port", str(bus)]))
+            for bus in buses
+        ]
+        clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in nodes]
+        for client, (low, high) in zip(clients, [(0, 5460), (5461, 10922), (10923, 16383)], strict=True):
+            client.execute_command("CLUSTER ADDSLOTSRANGE", low, high)  # type: ignore[no-untyped-call]
+        for node, bus in zip(nodes[1:], buses[1:], strict=True):
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 15
+        while not all(c.cluster("INFO")["cluster_state"] == "ok" for c in clients):
+            assert time.monotonic() < deadline, "the test cluster did not form"
+            time.sleep(0.05)
+        for client in clients:
+            client.close()
+        yield nodes
+
+
+def _cluster_store(cluster: list[RedisServer], namespace: str) -> retrypolicy.RedisTokenStore:
+    url = f"redis://127.0.0.1:{cluster[0].port}/0"  # one node: the client finds the others
+    return retrypolicy.RedisTokenStore.from_url(url, cluster=True, namespace=namespace, sync_interval=0.05)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cluster_store_contract(mode: str, cluster: list[RedisServer], namespace: str) -> None:
+    s = _cluster_store(cluster, namespace)
+    _check_contract(mode, s)
+    s.close()
+
+
+def test_cluster_client_passed_in(cluster: list[RedisServer], namespace: str) -> None:
+    """A RedisCluster the caller made works as it is, and stays the caller's to close."""
+    client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster[1].port)
+    s = retrypolicy.RedisTokenStore(client=client, namespace=namespace)
+    _check_contract("sync", s)
+    s.close()
+    assert client.ping() is True
+    client.close()
+    with pytest.raises(retrypolicy.ConfigurationError, match="cluster=True needs a url"):
+        retrypolicy.RedisTokenStore(client=client, cluster=True)
+    with pytest.raises(retrypolicy.ConfigurationError, match="cluster must be True or False"):
+        retrypolicy.RedisTokenStore.from_url("redis://127.0.0.1:1/0", cluster="yes")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cluster_transports_share_one_renewal_and_cooldowns(
+    mode: str, cluster: list[RedisServer], namespace: str
+) -> None:
+    """Three transports x 8 requests on an expired token renew once; then a daily-quota error
+    seen by one transport pauses another; no store call fails (no CROSSSLOT, no MOVED error)."""
+    retrypolicy.set_testing(False)  # cooldowns at their real length; no backoff sleeps in this test
+    s = _cluster_store(cluster, namespace)
+    fake = FakeWeChat(APPID, SECRET)
+    with capture_logs() as logs:
+        assert _concurrently(mode, [_client(s, mode, fake) for _ in range(3)], 8, s) == [0] * 24
+        assert fake.token_requests == 1
+        fake.script(ErrorCode(45009))
+        assert isinstance(_concurrently(mode, [_client(s, mode, fake)], 1, s)[0], retrypolicy.RequestFailed)
+        sent = fake.requests
+        time.sleep(0.06)  # one sync_interval: the other transport pulls the cooldown
+        blocked = _concurrently(mode, [_client(s, mode, fake)], 1, s)[0]
+    assert isinstance(blocked, retrypolicy.CooldownActive) and blocked.classification.code == 45009
+    assert fake.requests == sent
+    assert not [e for e in logs if e["event"] == "retrypolicy.store_unavailable"]
+    node = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    keys = [k for k in node.scan_iter(match=f"{namespace}:*", target_nodes=redis.cluster.RedisCluster.ALL_NODES)]
+    slots = {node.keyslot(k) for k in keys}  # type: ignore[no-untyped-call]
+    assert len(keys) >= 3 and len(slots) == 1  # one app's keys, one slot
+    node.close()
+    s.close()
 
 
 # -- shared cooldowns and budget ---------------------------------------------------------------
