@@ -123,15 +123,13 @@ def _runs(redis_url: str, asynchronous: bool) -> tuple[dict[str, Batch], Callabl
     stores = _stores(redis_url)
     redis_store = stores["RedisTokenStore"]
     assert isinstance(redis_store, retrypolicy.RedisTokenStore)
+    kind: Any = retrypolicy.AsyncRetryTransport if asynchronous else retrypolicy.RetryTransport
+    transports = {
+        name: kind("wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler))
+        for name, store in stores.items()
+    }
     if not asynchronous:
-        clients = {
-            name: httpx.Client(
-                transport=retrypolicy.RetryTransport(
-                    "wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler)
-                )
-            )
-            for name, store in stores.items()
-        }
+        clients = {name: httpx.Client(transport=t) for name, t in transports.items()}
 
         def sender(client: httpx.Client) -> Batch:
             def batch(n: int) -> None:
@@ -147,14 +145,7 @@ def _runs(redis_url: str, asynchronous: bool) -> tuple[dict[str, Batch], Callabl
 
         return {name: sender(client) for name, client in clients.items()}, close
     loop = asyncio.new_event_loop()
-    aclients = {
-        name: httpx.AsyncClient(
-            transport=retrypolicy.AsyncRetryTransport(
-                "wechat", token=lambda: "tok-bench", token_store=store, transport=httpx.MockTransport(_handler)
-            )
-        )
-        for name, store in stores.items()
-    }
+    aclients = {name: httpx.AsyncClient(transport=t) for name, t in transports.items()}
 
     def asender(client: httpx.AsyncClient) -> Batch:
         async def batch(n: int) -> None:
