@@ -1219,12 +1219,20 @@ def redis_server(
         if password:
             args += ["--requirepass", password]
         args += [str(option) for option in options]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = os.path.join(directory, "redis.log")
+        with open(log, "wb") as output:
+            process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
         server = RedisServer(process, port, password, tls_ca)
         try:
             deadline = time.monotonic() + timeout
             while not _answers(port, tls_ca):
-                if time.monotonic() > deadline or process.poll() is not None:
+                if process.poll() is not None:  # it refused its options: say why, in its own words
+                    with open(log, encoding="utf-8", errors="replace") as f:
+                        said = f.read().strip()[-400:]
+                    if password:
+                        said = said.replace(password, "***")
+                    raise RuntimeError(f"redis-server exited with code {process.returncode} at start: {said}")
+                if time.monotonic() > deadline:
                     built = " (is this redis-server built with TLS?)" if tls else ""
                     raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{port} within {timeout:g} s{built}")
                 time.sleep(0.02)

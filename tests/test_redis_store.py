@@ -692,6 +692,16 @@ def test_redis_server_helper_names_a_missing_openssl(monkeypatch: pytest.MonkeyP
         pass
 
 
+def test_redis_server_helper_says_why_the_server_exited() -> None:
+    """Options redis-server refuses: its own words, with the password masked where it echoes it."""
+    password = "pw-in-options-42"
+    options = ["--cluster-enabled", "yes", "--cluster-port", password]  # not a port: refused, line echoed
+    helper = retrypolicy.testing.redis_server(password=password, options=options)
+    with pytest.raises(RuntimeError, match=r"(?s)redis-server exited with code \d+ at start: .*cluster-port") as caught:
+        helper.__enter__()
+    assert password not in str(caught.value) and "***" in str(caught.value)
+
+
 def test_redis_server_helper_names_a_missing_binary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     helper = retrypolicy.testing.redis_server()
