@@ -311,25 +311,29 @@ def describe_store(store: object) -> str:
     return type(store).__name__
 
 
-def _tls_error(exc: BaseException) -> str | None:
-    """OpenSSL's reason (a constant, e.g. ``CERTIFICATE_VERIFY_FAILED``) when a TLS error caused
-    ``exc`` (redis-py wraps it in its ConnectionError), else None."""
-    seen: BaseException | None = exc
-    for _ in range(5):  # a short chain: the client's error, then the socket's
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLError):
-            return str(seen.reason) if seen.reason else type(seen).__name__
-        seen = seen.__cause__ or seen.__context__
-    return None
+def _cause(exc: BaseException) -> str | None:
+    """What lies under ``exc``, by name: the innermost exception of its chain (redis-py wraps
+    socket and TLS errors in its own ConnectionError), with OpenSSL's reason for a TLS error, as
+    in ``SSLCertVerificationError: CERTIFICATE_VERIFY_FAILED``. Only a type name and OpenSSL's
+    constant, never an exception's text, which may hold a URL. None when nothing lies under."""
+    inner = exc
+    for _ in range(8):  # a chain is short; a cycle or a long one stops here
+        under = inner.__cause__ or inner.__context__
+        if under is None:
+            break
+        inner = under
+    if inner is exc:
+        return None
+    reason = inner.reason if isinstance(inner, ssl.SSLError) else None
+    return f"{type(inner).__name__}: {reason}" if isinstance(reason, str) and reason else type(inner).__name__
 
 
 class StoreGuard:
     """Tracks whether a store answers: after a failure it is skipped for ``retry_after`` seconds.
 
     Logs ``retrypolicy.store_unavailable`` (warning: the store, the operation, the error type —
-    never its text, which may hold a URL — and, when a TLS handshake failed, OpenSSL's reason,
-    such as ``CERTIFICATE_VERIFY_FAILED``, as ``tls_error``) when a store stops answering, and
+    never its text, which may hold a URL — and, as ``cause``, the type of the error under it,
+    with OpenSSL's reason for a TLS error) when a store stops answering, and
     ``retrypolicy.store_recovered`` (info) when it answers again. Thread-safe enough: its state
     is two plain fields, and a lost race only repeats a check.
     """
@@ -358,7 +362,7 @@ class StoreGuard:
         first = self.down_until is None
         self.down_until = self.clock() + self.retry_after
         if first:
-            tls = _tls_error(exc)
+            cause = _cause(exc)
             self.log.warning(
                 "retrypolicy.store_unavailable",
                 store=describe_store(self.store),
@@ -366,7 +370,7 @@ class StoreGuard:
                 error=type(exc).__name__,
                 fallback="process-local",
                 retry_in=self.retry_after,
-                **({"tls_error": tls} if tls is not None else {}),
+                **({"cause": cause} if cause is not None else {}),
             )
 
     def succeeded(self) -> None:

@@ -376,6 +376,8 @@ def test_redis_killed_mid_run(mode: str) -> None:
     assert warnings, [e["event"] for e in logs]
     assert warnings[0]["log_level"] == "warning"
     assert warnings[0]["error"] in ("ConnectionError", "TimeoutError")
+    causes = (None, "ConnectionError", "ConnectionRefusedError", "ConnectionResetError", "TimeoutError")
+    assert warnings[0].get("cause") in causes  # the socket's error under redis-py's, by name
     assert warnings[0]["fallback"] == "process-local"
     assert "redis://***@127.0.0.1" in warnings[0]["store"]
     assert password not in repr(logs)
@@ -387,7 +389,8 @@ def test_unreachable_redis_from_the_start() -> None:
     with capture_logs() as logs:
         out = _concurrently("sync", [_client(s, "sync", fake)], 3, s)
     assert out == [0, 0, 0] and fake.token_requests == 1
-    assert [e["event"] for e in logs].count("retrypolicy.store_unavailable") == 1
+    warnings = [e for e in logs if e["event"] == "retrypolicy.store_unavailable"]
+    assert len(warnings) == 1 and warnings[0]["cause"] == "ConnectionRefusedError"  # nothing listens there
     assert "pw-xyz" not in repr(logs)
 
 
@@ -430,10 +433,20 @@ def test_tls_store_with_an_untrusted_certificate_falls_back(mode: str, tls_serve
     assert out == [0] * 4 and fake.token_requests == 1
     warnings = [e for e in logs if e["event"] == "retrypolicy.store_unavailable"]
     assert len(warnings) == 1 and warnings[0]["error"] == "ConnectionError"
-    assert warnings[0]["tls_error"] == "CERTIFICATE_VERIFY_FAILED"  # what to fix, from OpenSSL
+    assert warnings[0]["cause"] == "SSLCertVerificationError: CERTIFICATE_VERIFY_FAILED"  # what to fix
     assert warnings[0]["fallback"] == "process-local"
     assert "rediss://***@127.0.0.1" in warnings[0]["store"]
     assert "tls-pass-0123" not in repr(logs)
+
+
+def test_tls_store_with_a_missing_ca_file_says_so(tls_server: RedisServer, namespace: str) -> None:
+    s = retrypolicy.RedisTokenStore.from_url(tls_server.url, namespace=namespace, ssl_ca_certs="/no/such/ca.pem")
+    fake = FakeWeChat(APPID, SECRET)
+    with capture_logs() as logs:
+        assert _concurrently("sync", [_client(s, "sync", fake)], 2, s) == [0, 0]
+    warnings = [e for e in logs if e["event"] == "retrypolicy.store_unavailable"]
+    assert len(warnings) == 1 and warnings[0]["cause"] == "FileNotFoundError"
+    assert "/no/such" not in repr(logs)  # a type name, not the text
 
 
 # -- Redis Cluster -----------------------------------------------------------------------------
@@ -655,6 +668,22 @@ def test_guard_logs_once_per_outage() -> None:
         ("retrypolicy.store_recovered", "info"),
     ]
     assert logs[0]["error"] == "ConnectionError" and "pw" not in repr(logs)
+    assert "cause" not in logs[0]  # nothing under it
+
+
+def test_guard_names_the_cause_never_its_text() -> None:
+    from retrypolicy._store import StoreGuard  # noqa: PLC0415
+
+    guard = StoreGuard(retrypolicy.MemoryTokenStore())
+    try:
+        try:
+            raise PermissionError("/secret/path?password=pw-under")
+        except PermissionError as inner:
+            raise ConnectionError("redis://:pw@host") from inner
+    except ConnectionError as exc:
+        with capture_logs() as logs:
+            guard.failed(exc, "publish")
+    assert logs[0]["cause"] == "PermissionError" and "pw" not in repr(logs)
 
 
 # -- retrypolicy.testing.redis_server ----------------------------------------------------------
