@@ -459,8 +459,8 @@ class RetryCore:
 
     def _sync_due(self) -> bool:
         """Are shared cooldowns due to be pulled, or refills to be pushed (both by the flow)?
-        ``cooldowns.pull_due() or budgets.push_due()`` with one call and one clock read: both
-        gates run on the core's clock (``share_state`` gives the budgets' gate this clock)."""
+        Both gates asked with one clock read: they run on the core's clock (``share_state`` gives
+        the budgets' gate this clock)."""
         now, cooldowns, budgets = self.clock(), self.cooldowns, self.budgets
         return (cooldowns.store is not None and now >= cooldowns.pull_gate.next_at) or (
             budgets.store is not None and now >= budgets.push_gate.next_at

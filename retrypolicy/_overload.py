@@ -231,10 +231,6 @@ class Budgets:
             if self.store is not None:
                 bucket.pending += refill
 
-    def push_due(self) -> bool:
-        """Are the refills due to be pushed? (No I/O; :meth:`claim_push` claims it.)"""
-        return self.store is not None and self.push_gate.due()
-
     def claim_push(self) -> bool:
         """True, for one caller per interval, when the refills are due to be pushed (:meth:`push`)."""
         return self.store is not None and self.push_gate.claim()
