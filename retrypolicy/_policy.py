@@ -7,6 +7,7 @@ response: no I/O, no logging, no clock. Loading and validating TOML lives in ``_
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -197,7 +198,7 @@ class _SuccessScan:
         return cls(re.compile(one).search)
 
     def proves_success(self, content: bytes) -> bool:
-        return self.unproved(content) is None and content.find(b"\\u") < 0
+        return self.unproved(content) is None and content.find(b"\\u") < 0 and content.find(b"\x00") < 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +225,32 @@ class RetrySettings:
 
 
 _CODE_TEXT = re.compile(r"\s*-?\d{1,18}\s*")
+
+
+def _charset(headers: Mapping[str, str] | None) -> str | None:
+    """The charset a Content-Type header declares, lower case, or None."""
+    if headers is None:
+        return None
+    ctype = headers.get("content-type")
+    if not ctype or "charset" not in ctype.lower():
+        return None
+    for param in ctype.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip("\"'").lower() or None
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_compatible(charset: str | None) -> bool:
+    """Does the charset write JSON's punctuation, digits and ASCII keys as ASCII bytes?"""
+    if charset is None or charset in ("utf-8", "utf8", "us-ascii", "ascii"):
+        return True
+    sample = '{"errcode": -1, "ErrorCode": [0123456789], "ok": true}'
+    try:
+        return sample.encode(charset) == sample.encode("ascii")
+    except (LookupError, UnicodeError):
+        return True  # an unknown charset: read as UTF-8, like a body that declares none
 
 
 def _as_int(value: object) -> int | None:
@@ -356,15 +383,25 @@ class Policy:
             content: bytes | None = response.content
         except httpx.ResponseNotRead:
             content = None
-        return self.classify_parts(response.status_code, content)
+        return self.classify_parts(response.status_code, content, headers=response.headers)
 
     def classify_parts(
-        self, status_code: int, content: bytes | None, *, reason: str | None = None
+        self,
+        status_code: int,
+        content: bytes | None,
+        *,
+        reason: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Classification | None:
-        """Classify from a status code and body bytes (``None``: body not read)."""
+        """Classify from a status code and body bytes (``None``: body not read).
+
+        ``headers`` (optional) give the body's declared charset (``Content-Type: ...;
+        charset=gbk``); without one the body is read as UTF-8, a BOM allowed. A body that carries
+        an error marker but cannot be decoded or parsed is never a success (see :meth:`_unreadable`).
+        """
         scan = self._success_scan
-        # Below 400 a malformed body and a success body both mean success, so a proof of success
-        # cannot differ from a full decode; from 400 up a malformed body falls back to the status.
+        # The proof of success works on the bytes of any ASCII-compatible charset; UTF-16/32 hold
+        # NUL bytes and are decoded instead.
         if (
             status_code < 400
             and content
@@ -372,9 +409,10 @@ class Policy:
             and len(content) <= self.retry.max_body_bytes
             and scan.unproved(content) is None  # scan.proves_success(content), inlined: the hot path
             and content.find(b"\\u") < 0
+            and content.find(b"\x00") < 0
         ):
             return None
-        found = self._from_body(status_code, content) if content else None
+        found = self._from_body(status_code, content, headers) if content else None
         if found is not None:
             return found if isinstance(found, Classification) else None
         if status_code < 400:
@@ -385,20 +423,29 @@ class Policy:
         """What a code means, as a classification with no vendor message."""
         return self._classify_code(code, subcode, message="", status_code=None)
 
-    def _from_body(self, status_code: int, content: bytes) -> Classification | Literal[True] | None:
+    def _from_body(
+        self, status_code: int, content: bytes, headers: Mapping[str, str] | None = None
+    ) -> Classification | Literal[True] | None:
         """A classification, ``True`` for success by code, or ``None`` when the body has no code."""
         if len(content) > self.retry.max_body_bytes:
             return None
-        for marker in self._markers:
-            if marker in content:
-                break
-        else:
-            return None
+        charset = _charset(headers)
+        if content.find(b"\x00") < 0 and _ascii_compatible(charset):  # the markers are visible as bytes
+            for marker in self._markers:
+                if marker in content:
+                    break
+            else:
+                return None
+        elif charset is None:
+            charset = json.detect_encoding(content)  # UTF-16/32, told by the BOM or the NUL bytes
         try:
-            text = content.decode("utf-8")
+            try:
+                text = content.decode(charset or "utf-8")
+            except LookupError:  # a charset Python does not know: read as UTF-8
+                text = content.decode("utf-8")
             body = _decode(text[1:] if text.startswith("\ufeff") else text)
-        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
-            return None
+        except (ValueError, RecursionError) as exc:  # bad JSON or bytes, absurd nesting
+            return self._unreadable(status_code, exc, charset)
         if not isinstance(body, dict):
             return None
         ex = self.extract
@@ -480,6 +527,25 @@ class Policy:
             min_delay=rule.min_delay,
             ambiguous=rule.ambiguous,
             cooldown=rule.cooldown,
+        )
+
+    def _unreadable(self, status_code: int, exc: BaseException, charset: str | None) -> Classification | None:
+        """A body meant to be read for a code (it names a code key, or its charset hides them)
+        that cannot be decoded or parsed. From 400 up its status decides (``None`` here); below,
+        it is never taken for a success: retryable but ambiguous, since the request may have been
+        carried out, so only an idempotent request is resent."""
+        if status_code >= 400:
+            return None
+        what = "decoded" if isinstance(exc, UnicodeError) else "parsed"
+        return Classification(
+            platform=self.platform,
+            code=None,
+            category=Category.RETRYABLE,
+            message=f"{type(exc).__name__} ({charset or 'utf-8'})",
+            description=f"HTTP {status_code} with a body that could not be {what} to read its error code",
+            status_code=status_code,
+            ambiguous=True,
+            known=False,
         )
 
     def _from_status(self, status_code: int, reason: str) -> Classification:

@@ -336,8 +336,58 @@ def test_bad_body_falls_back_to_status(platform: str, content: bytes) -> None:
     assert c.category is Category.RETRYABLE
     assert c.ambiguous
     assert c.status_code == 502
-    # and on a 200 the same body is not an error at all
-    assert policy.classify(_response(200, content, content_type="text/html")) is None
+    # on a 200 the same body is a success, unless it names a code key it cannot be read for
+    # (then it is never a success: retryable, and ambiguous since the request may have been done)
+    on_200 = policy.classify(_response(200, content, content_type="text/html"))
+    if on_200 is not None:
+        assert (on_200.code, on_200.category, on_200.ambiguous) == (None, Category.RETRYABLE, True)
+        assert any(f'"{path[0]}"'.encode() in content for path in policy.extract.code)
+
+
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (b'{"errcode": 40001, "errmsg": "\xff\xfe bad utf-8"}', {}),
+        (b'{"errcode": 40001, "errmsg": "truncated', {}),
+        (b"[" * 60_000 + b'"errcode"', {}),
+        ('{"errcode":45015,"errmsg":"\u56de\u590d"}'.encode("gbk"), {"content-type": "application/json; charset=utf-8"}),
+    ],
+    ids=["bad-utf8", "truncated", "nested", "gbk-declared-as-utf8"],
+)
+def test_unreadable_body_naming_a_code_is_never_a_success(
+    wechat: Policy, content: bytes, headers: dict[str, str]
+) -> None:
+    c = _must(wechat.classify(httpx.Response(200, content=content, headers=headers)))
+    assert (c.code, c.category, c.ambiguous, c.status_code) == (None, Category.RETRYABLE, True, 200)
+    assert "could not be" in c.description
+
+
+@pytest.mark.parametrize(
+    ("content", "ctype"),
+    [
+        ('{"errcode":45015,"errmsg":"\u56de\u590d\u65f6\u95f4"}'.encode("gbk"), "application/json; charset=gbk"),
+        ('{"errcode":45015,"errmsg":"\u56de\u590d"}'.encode("gb18030"), 'application/json; charset="GB18030"'),
+        ('{"errcode":45015,"errmsg":"\u56de\u590d"}'.encode("utf-16"), "application/json"),
+        ('{"errcode":45015,"errmsg":"\u56de\u590d"}'.encode("utf-16-be"), "application/json; charset=utf-16-be"),
+        ('{"errcode":45015,"errmsg":"\u56de\u590d"}'.encode("utf-32"), "application/json"),
+        ('{"errcode":45015,"errmsg":"\u56de\u590d"}'.encode("utf-16-le"), "application/json"),
+        (b"\xef\xbb\xbf" + '{"errcode":45015,"errmsg":"\u56de\u590d"}'.encode(), "application/json; charset=utf-8"),
+        ('{"errcode":45015,"errmsg":"ok"}'.encode(), "application/json; charset=x-unknown-charset"),
+    ],
+    ids=[
+        "gbk",
+        "gb18030-quoted",
+        "utf16-bom",
+        "utf16be-declared",
+        "utf32-bom",
+        "utf16le-sniffed",
+        "utf8-bom-declared",
+        "unknown-charset",
+    ],
+)
+def test_body_in_its_declared_charset_is_read_for_its_code(wechat: Policy, content: bytes, ctype: str) -> None:
+    c = _must(wechat.classify(httpx.Response(200, content=content, headers={"content-type": ctype})))
+    assert (c.code, c.category) == (45015, Category.USER_ACTION)
 
 
 @pytest.mark.parametrize(
@@ -346,7 +396,8 @@ def test_bad_body_falls_back_to_status(platform: str, content: bytes) -> None:
     ids=["truncated", "unclosed", "trailing"],
 )
 def test_malformed_success_looking_body_falls_back_to_status(wechat: Policy, content: bytes) -> None:
-    """A body that only starts like ``{"errcode": 0`` but is not valid JSON is a bad body: the status decides."""
+    """A body that only starts like ``{"errcode": 0`` but is not valid JSON is a bad body: the status decides.
+    Below 400 it stays a success: every code key it holds says success, so no error can hide in it."""
     c = _must(wechat.classify(_response(502, content)))
     assert c.source == "http"
     assert c.category is Category.RETRYABLE
