@@ -11,6 +11,9 @@ Public API (everything else is private)::
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
 from ._core import EXTENSION, is_testing, set_testing
 from ._errors import (
     ConfigurationError,
@@ -34,7 +37,10 @@ from ._token import AsyncTokenHook, Token, TokenHook
 from ._transport import AsyncRetryTransport, RetryTransport
 from .redis_store import RedisTokenStore  # imports redis-py only when used
 
-__version__ = "0.1.0"
+try:  # one place for the version: the package metadata (pyproject.toml)
+    __version__ = _version("retrypolicy")
+except _NotInstalled:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BUILTIN_POLICIES",

@@ -103,11 +103,11 @@ def test_list_command_covers_the_whole_table(platform: str, capsys: pytest.Captu
     listed = json.loads(capsys.readouterr().out)
     policy = load_policy(platform)
     assert len(listed) == len(policy.rules)
-    assert sorted(row["code"] for row in listed) == sorted(rule.label for rule in policy.rules)
+    assert sorted(row["label"] for row in listed) == sorted(rule.label for rule in policy.rules)
     by_label = {rule.label: rule for rule in policy.rules}
     for row in listed:
-        assert row["category"] == by_label[row["code"]].category.value
-        assert row["description"] == by_label[row["code"]].description
+        assert row["category"] == by_label[row["label"]].category.value
+        assert row["description"] == by_label[row["label"]].description
 
 
 @pytest.mark.parametrize(
