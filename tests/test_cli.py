@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -655,3 +656,20 @@ def test_explain_shows_a_note_for_users(capsys: Capture) -> None:
     note = next(line for line in out.splitlines() if line.startswith("note:"))
     assert "48-hour window" in note
     assert not _PROVENANCE.search(note)
+
+
+# -- package basics ---------------------------------------------------------------------------
+
+
+def test_license_and_changelog_ship_in_the_sdist() -> None:
+    root = README.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["license"] == "MIT"
+    license_text = (root / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License\n")
+    assert "retrypolicy developers" in license_text
+    changelog = (root / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert "## [Unreleased]" in changelog
+    assert f"## [{importlib.metadata.version('retrypolicy')}]" in changelog
+    sdist = project["tool"]["hatch"]["build"]["targets"]["sdist"]["include"]
+    assert {"LICENSE", "CHANGELOG.md"} <= set(sdist)
