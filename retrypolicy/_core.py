@@ -42,7 +42,7 @@ from ._errors import (
 )
 from ._overload import Bucket, Budgets, Cooldowns, RetryBudget, Snapshot, Stats
 from ._policy import Category, Classification, Policy, RetrySettings, TokenPlacement
-from ._redact import redact_url, scrub
+from ._redact import raise_from, redact_url, scrub
 from ._token import AsyncTokenManager, TokenHookError, TokenManager
 
 __all__ = ["EXTENSION", "Decision", "RetryCore", "RetryState", "decide", "parse_retry_after"]
@@ -524,7 +524,7 @@ class RetryCore:
                 except TokenHookError as exc:
                     c = exc.classification or _token_classification(policy)
                     reason = scrub(str(exc), self.secrets(token))  # a hook's error may quote a token
-                    raise self._give_up(TokenRefreshFailed, c, request, 0, 0.0, reason) from None
+                    raise_from(self._give_up(TokenRefreshFailed, c, request, 0, 0.0, reason), None)
                 request = with_token(request, placement, token)
             # can the body be sent again? Bytes and multipart (files are rewound) can, generators can't.
             # Asked before sending: a transport may swap the stream once read.
@@ -549,7 +549,7 @@ class RetryCore:
                         left, cause, scope = blocked
                         assert isinstance(cause, Classification)
                         reason = f"an {scope} cooldown started by code {cause.code} has {left:.3g} s left"
-                        raise self._give_up(
+                        gave_up = self._give_up(
                             CooldownActive,
                             cause,
                             request,
@@ -558,6 +558,7 @@ class RetryCore:
                             reason,
                             remaining=left,
                         )
+                        raise_from(gave_up, None)  # not chained to a failed first attempt either
                 exempt = False
                 response: httpx.Response | None = None
                 sent = True
@@ -659,7 +660,7 @@ class RetryCore:
                     exc_out = self._give_up(
                         decision.error, c, request, state.attempt, elapsed, decision.reason, response=response
                     )
-                    raise exc_out from error
+                    raise_from(exc_out, error, secrets)  # a stand-in of the cause: type, scrubbed text, no chain
                 if response is not None:
                     yield Close(response)
                 if decision.action == "renew":
@@ -669,7 +670,7 @@ class RetryCore:
                     except TokenHookError as exc:
                         c = exc.classification or c
                         reason = scrub(str(exc), self.secrets(token))
-                        raise self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, reason) from None
+                        raise_from(self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, reason), None)
                     # hook_called: False when another request had renewed already and this one reuses that token
                     if hook_called:
                         with stats.lock:

@@ -3,8 +3,13 @@
 A mix of scenarios runs under ``structlog.testing.capture_logs()`` (and stdlib logging capture):
 renewals, user-action, fatal, hooks that fail with secrets in their messages, vendor messages
 echoing tokens, URLs carrying ``access_token=`` / ``usersig=`` / ``secret=``, Authorization
-headers. Every text produced is then scanned for every secret the scenarios used (the values we
-chose and every credential seen on the wire), as a whole and as any 16-character piece.
+headers, inner transports (custom, and httpx's own over a real socket) raising httpx errors that
+quote the token, chained from lower-level errors that quote it too. Every kind of
+``RequestFailed`` is raised. Every text produced is then scanned for every secret the scenarios
+used (the values we chose and every credential seen on the wire), as a whole and as any
+16-character piece. For exceptions that is their ``str``, ``repr``, ``args`` and the text of
+``traceback.format_exception``, for them and for every exception reachable from them through
+``__cause__`` and ``__context__``, whether a traceback would show it or not.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import secrets
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,10 +60,15 @@ class Evidence:
     """Secrets to look for, and every text the library produced."""
 
     secrets: dict[str, str] = field(default_factory=dict)  # value -> what it is
-    url_secrets: dict[str, str] = field(default_factory=dict)  # put in URLs by the caller (httpx logs those)
+    # put in URLs or headers by the caller: httpx logs those URLs, and httpcore's DEBUG trace the
+    # header it failed to send, before retrypolicy sees the request; scanned in our texts only
+    url_secrets: dict[str, str] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
     exceptions: int = 0
     classifications: int = 0
+    kinds: set[str] = field(default_factory=set)  # RequestFailed subclasses raised
+    raised: list[retrypolicy.RequestFailed] = field(default_factory=list)
+    chained: list[str] = field(default_factory=list)  # types reachable through __cause__/__context__
 
     def secret(self, what: str, value: str | None = None) -> str:
         value = value or new_secret()
@@ -74,7 +85,13 @@ class Evidence:
 
     def exception(self, exc: retrypolicy.RequestFailed) -> None:
         self.exceptions += 1
-        self.add(str(exc), repr(exc), exc.url, "".join(traceback.format_exception(exc)))
+        self.kinds.add(type(exc).__name__)
+        self.raised.append(exc)
+        self.add(exc.url)
+        for linked in chain(exc):  # exc itself first; then what pytest, logging or Sentry may print
+            if linked is not exc:
+                self.chained.append(type(linked).__name__)
+            self.add(str(linked), repr(linked), repr(linked.args), "".join(traceback.format_exception(linked)))
         self.classification(exc.classification)
         if exc.response is not None:
             self.add(repr(exc.response))
@@ -116,6 +133,19 @@ class Evidence:
         return hits
 
 
+def chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception reachable from it through ``__cause__`` and ``__context__``."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__]
+    return seen
+
+
 class Driver:
     """One scenario script for both modes: async requests go through a blocking portal."""
 
@@ -123,8 +153,12 @@ class Driver:
         self.mode = mode
         self.portal = portal
 
-    def client(self, policy: Any, handler: Handler, ev: Evidence, **kwargs: Any) -> Any:
-        mock = httpx.MockTransport(ev.harvest(handler))
+    def client(self, policy: Any, handler: Handler | None, ev: Evidence, **kwargs: Any) -> Any:
+        """A client over MockTransport(handler), or over ``transport=`` (sync or async, as the mode)."""
+        mock = kwargs.pop("transport", None)
+        if mock is None:
+            assert handler is not None
+            mock = httpx.MockTransport(ev.harvest(handler))
         headers = kwargs.pop("headers", None)
         if self.mode == "sync":
             transport: Any = retrypolicy.RetryTransport(policy, transport=mock, **kwargs)
@@ -361,6 +395,144 @@ def cloud_and_tencent_fakes(d: Driver, ev: Evidence) -> None:
         d.close(client)
 
 
+# -- inner transports whose errors quote the token ------------------------------------------------
+
+
+def quoting_error(kind: str, request: httpx.Request, token: str) -> httpx.TransportError:
+    """An httpx error whose text quotes the request's token, raised ``from`` a lower-level error
+    that quotes it too (as httpx raises its errors from httpcore's, and httpcore from h11's)."""
+    try:
+        try:
+            raise OSError(f"h11 refused to send {request.method} {request.url} with {token}")
+        except OSError as low:
+            if kind == "local":  # the brief's example: httpx refuses a header carrying the token
+                raise httpx.LocalProtocolError(f"Illegal header value b'Bearer {token} '") from low
+            if kind == "remote":
+                raise httpx.RemoteProtocolError(f"Server disconnected while sending {request.url} ({token})") from low
+            if kind == "connect":
+                raise httpx.ConnectError(f"connect to {request.url} failed; credential {token}") from low
+            # a long message whose token straddles the 200 characters a classification keeps
+            raise httpx.ReadError("connection reset by peer; " + "." * (180 - 26) + f" {token} was in flight") from low
+    except httpx.TransportError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+class QuotingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """An inner transport (sync and async) that plays ``steps``, one per attempt: an answer of the
+    platform (``ok``, ``user_action``, ``fatal``, ``token``, ``cooldown``), an error from
+    :func:`quoting_error` (``local``, ``remote``, ``connect``, ``cut``), or ``nested``: first a
+    request of its own through ``client`` (which plays the next step), then a ``remote`` error."""
+
+    def __init__(self, platform: str, ev: Evidence) -> None:
+        self.platform = platform
+        self.ev = ev
+        self.steps: deque[str] = deque()
+        self.client: Any = None
+
+    def token_of(self, request: httpx.Request) -> str:
+        if self.platform == "wechat":
+            return request.url.params["access_token"]
+        return request.headers["authorization"].partition(" ")[2]
+
+    def answer(self, kind: str) -> httpx.Response:
+        if self.platform == "wechat":
+            code = {"ok": 0, "user_action": 45015, "fatal": 40003, "token": 40001, "cooldown": 45011}[kind]
+            return httpx.Response(200, json={"errcode": code, "errmsg": f"errcode {code} rid: 77-{kind}"})
+        if kind == "ok":
+            return httpx.Response(200, json={"messages": [{"id": "wamid.1"}]})
+        code, status = {"user_action": (131048, 400), "fatal": (100, 400), "token": (190, 401)}[kind]
+        return httpx.Response(status, json={"error": {"code": code, "message": f"error {code}", "fbtrace_id": "Af"}})
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        step = self.steps.popleft() if self.steps else "ok"
+        if step == "nested":
+            try:
+                self.client.get(str(request.url.copy_remove_param("access_token")))
+            except retrypolicy.RequestFailed as exc:
+                self.ev.exception(exc)
+            step = "remote"
+        if step in ("local", "remote", "connect", "cut"):
+            raise quoting_error(step, request, self.token_of(request))
+        return self.answer(step)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        step = self.steps.popleft() if self.steps else "ok"
+        if step == "nested":
+            try:
+                await self.client.get(str(request.url.copy_remove_param("access_token")))
+            except retrypolicy.RequestFailed as exc:
+                self.ev.exception(exc)
+            step = "remote"
+        if step in ("local", "remote", "connect", "cut"):
+            raise quoting_error(step, request, self.token_of(request))
+        return self.answer(step)
+
+
+def transports_raising_errors_that_quote_the_token(d: Driver, ev: Evidence) -> None:
+    """Every kind of RequestFailed, each after an httpx error quoting the token. After the first
+    request, first attempts take the transport's fast path, whose error the flow takes over."""
+    counter = [0]
+
+    def minted() -> str:
+        counter[0] += 1
+        return ev.secret("token of a quoting transport", f"tq{counter[0]}{new_secret()}")
+
+    plans: list[tuple[str, list[str]]] = [
+        ("POST", ["ok"]),  # the flow fetches the first token
+        ("POST", ["remote"]),  # ambiguous POST: ResendUnsafe
+        ("POST", ["local"]),  # a request httpx refuses to send: never sent, or maybe sent (ResendUnsafe)
+        ("GET", ["cut", "remote", "cut", "connect", "connect", "connect"]),  # RetriesExhausted
+        ("GET", ["remote", "user_action"]),  # UserActionRequired
+        ("GET", ["connect", "fatal"]),  # RequestRejected
+        ("GET", ["remote", "token", "token"]),  # TokenRefreshFailed: the fresh token is refused too
+    ]
+    urls = {"wechat": "https://api.weixin.qq.com/cgi-bin/message/custom/send",
+            "whatsapp_cloud": "https://graph.facebook.com/v21.0/1065/messages"}  # fmt: skip
+    for platform, url in urls.items():
+        inner = QuotingTransport(platform, ev)
+        client = d.client(platform, None, ev, token=minted, transport=inner)
+        for method, steps in plans:
+            inner.steps = deque(steps)
+            d.request(client, ev, method, url, **({"json": {"to": "1"}} if method == "POST" else {}))
+        d.close(client)
+        # RetryBudgetExhausted: a budget of one retry
+        inner = QuotingTransport(platform, ev)
+        client = d.client(platform, None, ev, token=minted, transport=inner, budget=retrypolicy.RetryBudget(capacity=1))
+        for method, steps in (("POST", ["ok"]), ("GET", ["remote", "cut", "connect"])):
+            inner.steps = deque(steps)
+            d.request(client, ev, method, url, **({"json": {"to": "1"}} if method == "POST" else {}))
+        d.close(client)
+
+    # CooldownActive: while a request's first attempt fails, another one meets 45011 (a 60 s app
+    # cooldown; real time, so that the retry meets it), and the retry is not sent
+    retrypolicy.set_testing(False)
+    try:
+        inner = QuotingTransport("wechat", ev)
+        quick = retrypolicy.RetrySettings(initial_delay=0.001, max_delay=0.001, deadline=30)
+        client = d.client("wechat", None, ev, token=minted, transport=inner, retry=quick)
+        inner.client = client
+        for steps in (["ok"], ["nested", "cooldown"]):
+            inner.steps = deque(steps)
+            d.request(client, ev, "GET", urls["wechat"])
+        d.close(client)
+    finally:
+        retrypolicy.set_testing(True)
+
+
+def caller_header_refused_by_h11_over_a_real_socket(d: Driver, ev: Evidence) -> None:
+    """httpx's own transport over a real socket: h11 refuses the caller's Authorization header
+    ending in a newline, and httpx raises LocalProtocolError quoting it, from httpcore's, from h11's."""
+    bearer = ev.url_secret("caller's bearer token with a newline")
+    fake = FakeWhatsAppCloud()
+    with fake.serve() as base:
+        inner: Any = httpx.HTTPTransport() if d.mode == "sync" else httpx.AsyncHTTPTransport()
+        client = d.client("whatsapp_cloud", None, ev, transport=inner, headers={"Authorization": f"Bearer {bearer}\n"})
+        for _ in range(2):
+            d.request(client, ev, "POST", f"{base}/v21.0/1065/messages", json={"to": "1"})
+        d.close(client)
+
+
 SCENARIOS = [
     wechat_lifecycle,
     legacy_hook_with_wrong_secret,
@@ -369,6 +541,8 @@ SCENARIOS = [
     urls_and_headers_with_credentials,
     onprem_login,
     cloud_and_tencent_fakes,
+    transports_raising_errors_that_quote_the_token,
+    caller_header_refused_by_h11_over_a_real_socket,
 ]
 
 
@@ -395,18 +569,24 @@ def test_no_secret_in_logs_exceptions_or_reprs(mode: str, caplog: pytest.LogCapt
         texts=len(ev.texts) + len(records),
         chars=chars,
         secrets=len(ev.secrets) + len(ev.url_secrets),
+        kinds=len(ev.kinds),
+        chained=len(ev.chained),
         leaks=len(hits),
     )
     assert hits == []
     # the scan was not vacuous: many events and errors, credentials really used and redacted
     assert len(events) > 40 and ev.exceptions > 30 and ev.classifications > 30 and chars > 50_000
-    assert len(ev.secrets) > 20 and len(ev.url_secrets) == 3
+    assert len(ev.secrets) > 20 and len(ev.url_secrets) == 4
     text = "\n".join(ev.texts)
     for redacted in ("access_token=***", "usersig=***", "secret=***", "Bearer ***", "password=***"):
         assert redacted in text
-    for kind in ("UserActionRequired", "RequestRejected", "TokenRefreshFailed", "ResendUnsafe", "token_renewed",
-                 "retry_scheduled"):  # fmt: skip
-        assert kind in text  # every kind of outcome was produced and scanned
+    for kind in ("token_renewed", "retry_scheduled"):
+        assert kind in text
+    # every kind of RequestFailed was raised and scanned, chain and traceback included
+    assert ev.kinds == {kind.__name__ for kind in retrypolicy.RequestFailed.__subclasses__()}
+    # each chained cause kept its type and its scrubbed message
+    assert {"LocalProtocolError", "RemoteProtocolError", "ConnectError", "ReadError"} <= set(ev.chained)
+    assert "httpx.LocalProtocolError: Illegal header value b'Bearer *** '" in text
 
 
 # -- known leaks -------------------------------------------------------------------------------
@@ -474,3 +654,37 @@ def test_current_token_quoted_by_a_failing_hook_is_scrubbed(mode: str) -> None:
     assert isinstance(exc, retrypolicy.TokenRefreshFailed)
     assert current not in str(exc)
     assert current not in repr(events)
+
+
+def test_exception_chain_holds_a_scrubbed_stand_in_of_the_cause(mode: str) -> None:
+    """What a traceback still tells: the cause's type and scrubbed message, and nothing below it."""
+    ev = Evidence()
+    token = ev.secret("the token")
+    inner = QuotingTransport("wechat", ev)
+    url = "https://api.weixin.qq.com/cgi-bin/message/custom/send"
+    with driver(mode) as d:
+        client = d.client("wechat", None, ev, token=lambda: token, transport=inner)
+        for steps in (["ok"], ["remote"]):  # the second request's first attempt is the fast path's
+            inner.steps = deque(steps)
+            d.request(client, ev, "POST", url, json={"touser": "o1"})
+        d.close(client)
+        bearer = ev.secret("caller's bearer token")
+        with FakeWhatsAppCloud().serve() as base:
+            real: Any = httpx.HTTPTransport() if mode == "sync" else httpx.AsyncHTTPTransport()
+            client = d.client(
+                "whatsapp_cloud", None, ev, transport=real, headers={"Authorization": f"Bearer {bearer}\n"}
+            )
+            d.request(client, ev, "POST", f"{base}/v21.0/1065/messages", json={"to": "1"})
+            d.close(client)
+    assert ev.exceptions == 2 and ev.scan() == []
+    remote, refused = ev.raised
+    for exc, cause_type in ((remote, httpx.RemoteProtocolError), (refused, httpx.LocalProtocolError)):
+        cause = exc.__cause__
+        assert type(cause) is cause_type and exc.__suppress_context__ and exc.__context__ is None
+        assert cause.__cause__ is None and cause.__context__ is None and cause.__traceback__ is None
+        assert chain(exc) == [exc, cause]  # the raw httpx, httpcore and h11 errors are gone
+        text = "".join(traceback.format_exception(exc))
+        assert "The above exception was the direct cause of the following exception" in text
+        assert f"{cause_type.__module__}.{cause_type.__name__}: {cause}" in text
+    assert str(remote.__cause__) == (f"Server disconnected while sending {url}?access_token=*** (***)")
+    assert str(refused.__cause__) == "Illegal header value b'Bearer ***\\n'"
