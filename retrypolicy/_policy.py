@@ -166,10 +166,12 @@ class _SuccessScan:
     key, wherever the table's paths find them. So if no occurrence of a code key (the last
     component of a code path, quoted) is followed by anything but ``:<success code>`` and ``,``
     or ``}``, and no occurrence of the failure key by anything but a string other than the
-    failure value, the body decodes to a success (or fails to decode, which below 400 is a
-    success too). The search looks at every position, inside strings too, so a look-alike only
-    makes the proof fail, never succeed wrongly. A ``\\u`` escape could spell a key or a value
-    unseen, so a body holding one is decoded. A body that fails the proof is decoded as before.
+    failure value, the body decodes to a success. The search looks at every position, inside
+    strings too, so a look-alike only makes the proof fail, never succeed wrongly. A ``\\u``
+    escape could spell a key or a value unseen, so a body holding one is decoded; so is one with
+    NUL bytes (UTF-16/32), and one that does not end in ``}`` (cut off, perhaps inside the failure
+    value: ``"ActionStatus":"FAI``), which then counts as a success only if it decodes to one. A
+    body that fails the proof is decoded as before.
     """
 
     unproved: Callable[[bytes], re.Match[bytes] | None]  # the pattern's search: a match, no proof
@@ -198,7 +200,12 @@ class _SuccessScan:
         return cls(re.compile(one).search)
 
     def proves_success(self, content: bytes) -> bool:
-        return self.unproved(content) is None and content.find(b"\\u") < 0 and content.find(b"\x00") < 0
+        return (
+            self.unproved(content) is None
+            and content.find(b"\\u") < 0
+            and content.find(b"\x00") < 0
+            and content.rstrip()[-1:] == b"}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +417,7 @@ class Policy:
             and scan.unproved(content) is None  # scan.proves_success(content), inlined: the hot path
             and content.find(b"\\u") < 0
             and content.find(b"\x00") < 0
+            and content.rstrip()[-1:] == b"}"  # whole: a cut-off body ("ActionStatus":"FAI) is decoded
         ):
             return None
         found = self._from_body(status_code, content, headers) if content else None

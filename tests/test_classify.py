@@ -396,13 +396,14 @@ def test_body_in_its_declared_charset_is_read_for_its_code(wechat: Policy, conte
     ids=["truncated", "unclosed", "trailing"],
 )
 def test_malformed_success_looking_body_falls_back_to_status(wechat: Policy, content: bytes) -> None:
-    """A body that only starts like ``{"errcode": 0`` but is not valid JSON is a bad body: the status decides.
-    Below 400 it stays a success: every code key it holds says success, so no error can hide in it."""
+    """A body that only starts like ``{"errcode": 0`` but is not valid JSON is a bad body: from 400
+    up the status decides; below, it is never a success (what was cut off may hold the failure)."""
     c = _must(wechat.classify(_response(502, content)))
     assert c.source == "http"
     assert c.category is Category.RETRYABLE
     assert c.ambiguous
-    assert wechat.classify(_response(200, content)) is None
+    c = _must(wechat.classify(_response(200, content)))
+    assert (c.code, c.category, c.ambiguous, c.source) == (None, Category.RETRYABLE, True, "body")
 
 
 def test_well_formed_success_body_is_success_whatever_the_padding(wechat: Policy) -> None:

@@ -280,18 +280,27 @@ TRUNCATED = {
 
 @pytest.mark.parametrize("platform_name", list(PLATFORMS))
 def test_truncated_json_is_handed_back_or_judged_by_status(mode: str, platform_name: str) -> None:
-    """Every proper prefix of an error body: with 200 it is handed back untouched and sent once
-    (nothing in it can be read, and a POST is never resent on a guess); with 503 it is judged by
-    the status (retryable) and resent; with 502 a POST is not resent (ambiguous)."""
+    """Every proper prefix of an error body, sent once with 200 either way (a POST is never
+    resent on a guess): one that names the platform's code key cannot be read for it, so it is
+    never a success (ResendUnsafe: it may have been carried out); one that does not is handed back
+    untouched. With 503 it is judged by the status (retryable) and resent; with 502 a POST is not
+    resent (ambiguous)."""
     body = TRUNCATED[platform_name]
     url = "https://api.example.invalid/send?access_token=abc"
+    keys = retrypolicy.load_policy(platform_name).extract.markers()  # the code and failure keys, quoted
     cases = 0
     for cut in range(0, len(body), 3 if mode == "async" else 1):
         part = body[:cut]
         rec = Recorder([json_response(200, part)], default=lambda r: ok_response())
-        response = send(mode, rec, "POST", url, policy=platform_name, request={"json": {}})
-        assert len(rec.requests) == 1 and response.status_code == 200 and response.content == part
-        assert retrypolicy.EXTENSION not in response.extensions
+        if any(key in part for key in keys):
+            with pytest.raises(retrypolicy.ResendUnsafe) as info:
+                send(mode, rec, "POST", url, policy=platform_name, request={"json": {}})
+            assert "could not be parsed" in str(info.value)
+        else:
+            response = send(mode, rec, "POST", url, policy=platform_name, request={"json": {}})
+            assert response.status_code == 200 and response.content == part
+            assert retrypolicy.EXTENSION not in response.extensions
+        assert len(rec.requests) == 1
         rec = Recorder([json_response(503, part)], default=lambda r: ok_response())
         assert send(mode, rec, "POST", url, policy=platform_name, request={"json": {}}).content == OK_BODY
         assert len(rec.requests) == 2
