@@ -19,6 +19,10 @@ Every :class:`RequestFailed` carries ``.classification`` (what the platform said
 by the policy table), ``.attempts`` (how many times the request was sent) and ``.response``
 (the last response, closed, or ``None`` when no response arrived). Messages and reprs never
 contain a credential: the URL is redacted and vendor text is scrubbed of known secrets.
+
+Every exception pickles (Celery results, ``multiprocessing``, ``concurrent.futures``): it comes
+back with its type, message, classification, attempts, url and ``remaining``, without its
+``response`` (``None``: it holds the request, token included) and without its ``__cause__``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,23 @@ __all__ = [
 
 class RetryPolicyError(Exception):
     """Base class of every exception retrypolicy raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds an exception by calling its class with ``self.args``, which fails
+        # for keyword-only arguments (classification, attempts, remaining, source...). Rebuild
+        # it without calling __init__: same class, args and attributes.
+        return (_rebuild, (type(self), self.args, self._pickled_state()))
+
+    def _pickled_state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _rebuild(cls: type[RetryPolicyError], args: tuple[Any, ...], state: dict[str, Any]) -> RetryPolicyError:
+    """Unpickle an exception of retrypolicy (see :meth:`RetryPolicyError.__reduce__`)."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class PolicyError(RetryPolicyError, ValueError):
@@ -93,6 +114,10 @@ class RequestFailed(RetryPolicyError):
         self.attempts = attempts
         self.response = response
         self.url = url  # redacted
+
+    def _pickled_state(self) -> dict[str, Any]:
+        # The response is left behind: it holds the request, whose URL or headers carry the token.
+        return {**self.__dict__, "response": None}
 
     def __repr__(self) -> str:
         c = self.classification
