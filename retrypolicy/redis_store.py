@@ -223,6 +223,11 @@ class RedisTokenStore:
             raise ConfigurationError("cluster=True needs a url; a client passed in is used as it is")
         if url is not None and not isinstance(url, str):
             raise ConfigurationError(f"url must be a str, got {type(url).__name__}")
+        if url is not None:
+            # The store makes its clients from the url when first used. Without redis-py it would
+            # fail there, and every worker would renew on its own behind a store_unavailable warning:
+            # exactly what the store exists to prevent. So say it now.
+            _import_redis()
         self.namespace = check_key(namespace, "namespace") or "retrypolicy"
         self.key = check_key(key, "key")
         if lease is not None and (not isinstance(lease, (int, float)) or not 0 < lease < math.inf):
