@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
 import httpx
-import structlog
 import tenacity
 from httpx._multipart import MultipartStream
 
@@ -40,6 +39,7 @@ from ._errors import (
     TokenRefreshFailed,
     UserActionRequired,
 )
+from ._log import as_logger
 from ._overload import Bucket, Budgets, Cooldowns, RetryBudget, Snapshot, Stats
 from ._policy import Category, Classification, Policy, RetrySettings, TokenPlacement
 from ._redact import raise_from, redact_url, scrub
@@ -367,7 +367,7 @@ class RetryCore:
         self.retry = retry
         self.max_renewals = max_renewals
         self.raise_on = frozenset(raise_on)
-        self.log = logger if logger is not None else structlog.get_logger("retrypolicy")
+        self.log = as_logger(logger)  # structlog, or stdlib logging behind an adapter: chosen once, here
         self.clock = clock
         self.wall_clock = wall_clock
         self._default_options: dict[str, _Options] = {}

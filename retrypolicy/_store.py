@@ -36,9 +36,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import structlog
-
 from ._errors import ConfigurationError
+from ._log import as_logger
 from ._policy import Category, Classification, Cooldown
 
 __all__ = [
@@ -347,7 +346,7 @@ class StoreGuard:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
-        self.log = logger if logger is not None else structlog.get_logger("retrypolicy")
+        self.log = as_logger(logger)
         self.retry_after = retry_after
         self.clock = clock
         self.down_until: float | None = None  # None: up

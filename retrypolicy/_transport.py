@@ -24,6 +24,7 @@ from ._core import (
 )
 from ._errors import ConfigurationError
 from ._load import load_policy
+from ._log import as_logger
 from ._overload import RetryBudget, Snapshot
 from ._policy import Category, Policy, RetrySettings
 from ._store import StoreGuard, TokenStore, check_store, share_state, store_keys
@@ -89,10 +90,11 @@ def _build_core(
 ) -> RetryCore:
     """Validate the arguments and build the shared core; the transports differ only in managers."""
     _check(retry, max_renewals)
+    log = as_logger(logger)  # a stdlib logging.Logger gets its adapter here, once
     policies = _policies(policy)
     store = check_store(token_store)
     hooks = _hooks(token, policies)
-    guard = StoreGuard(store, logger=logger) if store is not None else None
+    guard = StoreGuard(store, logger=log) if store is not None else None
     names = store_keys(store, _platforms(policies), hooks)
     managers = {
         p: manager_class(h, timeout=token_timeout, store=store, key=names[p], guard=guard) for p, h in hooks.items()
@@ -103,7 +105,7 @@ def _build_core(
         retry=retry,
         max_renewals=max_renewals,
         raise_on=_raise_on(raise_on),
-        logger=logger,
+        logger=log,
         budget=_budget(budget),
     )
     if store is not None and guard is not None:
@@ -152,6 +154,9 @@ class RetryTransport(httpx.BaseTransport):
     transports and processes sharing a store share one token and renew it once; a store that can
     also share cooldowns and the retry budget (Redis) does. ``None`` (default): this transport
     keeps its token, cooldowns and budget in memory, to itself.
+    ``logger``: a structlog logger (default ``structlog.get_logger("retrypolicy")``), or a stdlib
+    :class:`logging.Logger` / :class:`logging.LoggerAdapter` (one record per event, at the same
+    level: the message is the event and its fields as ``key=value``, ``record.retrypolicy`` a dict).
     """
 
     def __init__(
