@@ -407,6 +407,8 @@ class RetryCore:
                 f"unknown option {sorted(unknown)[0]!r} in request.extensions[{EXTENSION!r}]; "
                 f"known: {', '.join(sorted(_REQUEST_OPTIONS))}"
             )
+        if "retry" in opts and not isinstance(opts["retry"], bool):
+            raise ConfigurationError(f"retry must be True or False, got {opts['retry']!r}")
         attempts = opts.get("max_attempts", base.max_attempts)
         if opts.get("retry", True) is False:
             attempts = 1

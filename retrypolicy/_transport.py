@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeAlias
 
 import anyio
 import anyio.to_thread
 import httpx
 
+from ._config import CertArg, ProxyArg, VerifyArg, inner_transport
 from ._core import (
     Close,
     FetchToken,
@@ -37,13 +39,22 @@ PolicyArg: TypeAlias = PolicyLike | Mapping[str, PolicyLike]
 
 
 def _policies(policy: PolicyArg) -> Policy | dict[str, Policy]:
-    if isinstance(policy, Mapping):
-        if not policy:
-            raise ConfigurationError(
-                "policy mapping is empty; map hosts to policies, e.g. {'api.weixin.qq.com': 'wechat'}"
-            )
-        return {str(host): load_policy(p) for host, p in policy.items()}
-    return load_policy(policy)
+    if not isinstance(policy, Mapping):
+        return _policy(policy, None)
+    if not policy:
+        raise ConfigurationError("policy mapping is empty; map hosts to policies, e.g. {'api.weixin.qq.com': 'wechat'}")
+    return {str(host): _policy(p, host) for host, p in policy.items()}
+
+
+def _policy(value: object, key: object) -> Policy:
+    if not isinstance(value, (str, os.PathLike, Policy)):
+        what = "policy" if key is None else f"policy[{key!r}]"
+        also = ", or a mapping of hosts to those" if key is None else ""
+        raise ConfigurationError(
+            f"{what} must be a built-in name such as 'wechat', a path to a TOML file or a retrypolicy.Policy"
+            f"{also}, got {type(value).__name__}"
+        )
+    return load_policy(value)
 
 
 def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any]:
@@ -54,14 +65,23 @@ def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any
         unknown = set(token) - platforms
         if unknown:
             raise ConfigurationError(
-                f"token hook given for {sorted(unknown)[0]!r}, which no policy of this transport uses"
+                f"token hook given for {sorted(unknown, key=str)[0]!r}, which no policy of this transport uses"
             )
+        for platform, hook in token.items():
+            if not callable(hook):
+                raise ConfigurationError(f"token[{platform!r}] must be {_HOOK}, got {type(hook).__name__}")
         return dict(token)
+    if not callable(token):  # never the value in the message: it may be a token
+        raise ConfigurationError(
+            f"token must be {_HOOK} or {{platform: hook}}, got {type(token).__name__} "
+            "(for a fixed token: token=lambda: TOKEN)"
+        )
     if len(platforms) > 1:
         raise ConfigurationError("several platforms: pass token={platform: hook, ...}")
     return {next(iter(platforms)): token}
 
 
+_HOOK = "a token hook (a callable returning a str or a retrypolicy.Token)"
 _DEFAULT_BUDGET = RetryBudget()
 
 
@@ -89,7 +109,9 @@ def _build_core(
     token_store: TokenStore | None,
 ) -> RetryCore:
     """Validate the arguments and build the shared core; the transports differ only in managers."""
-    _check(retry, max_renewals)
+    _check(retry, max_renewals, token_timeout)
+    categories = _raise_on(raise_on)
+    budget = _budget(budget)
     log = as_logger(logger)  # a stdlib logging.Logger gets its adapter here, once
     policies = _policies(policy)
     store = check_store(token_store)
@@ -104,9 +126,9 @@ def _build_core(
         managers,
         retry=retry,
         max_renewals=max_renewals,
-        raise_on=_raise_on(raise_on),
+        raise_on=categories,
         logger=log,
-        budget=_budget(budget),
+        budget=budget,
     )
     if store is not None and guard is not None:
         share_state(store, names, guard, core.budgets, core.cooldowns)
@@ -116,15 +138,20 @@ def _build_core(
 def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category]:
     if raise_on is None:
         return frozenset(Category)
+    if isinstance(raise_on, (str, bytes)) or not isinstance(raise_on, Iterable):
+        raise ConfigurationError(
+            f"raise_on takes a list of categories ({', '.join(Category)}), e.g. ['fatal'], "
+            f"got {type(raise_on).__name__} {raise_on!r}"
+        )
     try:
         return frozenset(Category(c) for c in raise_on)
-    except ValueError:
+    except (ValueError, TypeError):
         raise ConfigurationError(
             f"raise_on takes categories ({', '.join(Category)}), got {sorted(map(str, raise_on))}"
         ) from None
 
 
-def _check(retry: RetrySettings | None, max_renewals: int) -> None:
+def _check(retry: RetrySettings | None, max_renewals: int, token_timeout: float) -> None:
     if retry is not None and not isinstance(retry, RetrySettings):
         raise ConfigurationError(f"retry must be a retrypolicy.RetrySettings, got {type(retry).__name__}")
     if retry is not None:
@@ -136,6 +163,12 @@ def _check(retry: RetrySettings | None, max_renewals: int) -> None:
             raise ConfigurationError(str(exc)) from None
     if not isinstance(max_renewals, int) or isinstance(max_renewals, bool) or not 0 <= max_renewals <= 10:
         raise ConfigurationError(f"max_renewals must be an integer from 0 to 10, got {max_renewals!r}")
+    if (
+        not isinstance(token_timeout, (int, float))
+        or isinstance(token_timeout, bool)
+        or not 0 < token_timeout < math.inf
+    ):
+        raise ConfigurationError(f"token_timeout must be a number of seconds > 0, got {token_timeout!r}")
 
 
 class RetryTransport(httpx.BaseTransport):
@@ -157,6 +190,11 @@ class RetryTransport(httpx.BaseTransport):
     ``logger``: a structlog logger (default ``structlog.get_logger("retrypolicy")``), or a stdlib
     :class:`logging.Logger` / :class:`logging.LoggerAdapter` (one record per event, at the same
     level: the message is the event and its fields as ``key=value``, ``record.retrypolicy`` a dict).
+    ``verify``, ``cert``, ``proxy``, ``http2``, ``limits``, ``trust_env``: settings of the default
+    inner ``httpx.HTTPTransport``, as httpx takes them (``cert`` is loaded into the SSL context).
+    Give them here, not to ``httpx.Client``: a client's ``proxy=`` mounts a transport of its own
+    that bypasses this one, and its ``verify=``/``cert=`` never reach this one. With ``transport=``
+    they are refused: set them on the transport you pass.
     """
 
     def __init__(
@@ -172,7 +210,23 @@ class RetryTransport(httpx.BaseTransport):
         budget: RetryBudget | None = _DEFAULT_BUDGET,
         logger: Any = None,
         token_store: TokenStore | None = None,
+        verify: VerifyArg | None = None,
+        cert: CertArg | None = None,
+        proxy: ProxyArg | None = None,
+        http2: bool | None = None,
+        limits: httpx.Limits | None = None,
+        trust_env: bool | None = None,
     ) -> None:
+        inner: httpx.BaseTransport = inner_transport(
+            httpx.HTTPTransport,
+            transport,
+            verify=verify,
+            cert=cert,
+            proxy=proxy,
+            http2=http2,
+            limits=limits,
+            trust_env=trust_env,
+        )
         self._core = _build_core(
             TokenManager,
             policy=policy,
@@ -185,7 +239,7 @@ class RetryTransport(httpx.BaseTransport):
             logger=logger,
             token_store=token_store,
         )
-        self._transport = transport if transport is not None else httpx.HTTPTransport()
+        self._transport = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
@@ -269,7 +323,9 @@ class RetryTransport(httpx.BaseTransport):
 
 
 class AsyncRetryTransport(httpx.AsyncBaseTransport):
-    """The async twin of :class:`RetryTransport`; the token hook may be ``async def``."""
+    """The async twin of :class:`RetryTransport`; the token hook may be ``async def``. Its
+    ``verify``, ``cert``, ``proxy``, ``http2``, ``limits`` and ``trust_env`` configure the default
+    inner ``httpx.AsyncHTTPTransport``."""
 
     def __init__(
         self,
@@ -284,7 +340,23 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         budget: RetryBudget | None = _DEFAULT_BUDGET,
         logger: Any = None,
         token_store: TokenStore | None = None,
+        verify: VerifyArg | None = None,
+        cert: CertArg | None = None,
+        proxy: ProxyArg | None = None,
+        http2: bool | None = None,
+        limits: httpx.Limits | None = None,
+        trust_env: bool | None = None,
     ) -> None:
+        inner: httpx.AsyncBaseTransport = inner_transport(
+            httpx.AsyncHTTPTransport,
+            transport,
+            verify=verify,
+            cert=cert,
+            proxy=proxy,
+            http2=http2,
+            limits=limits,
+            trust_env=trust_env,
+        )
         self._core = _build_core(
             AsyncTokenManager,
             policy=policy,
@@ -297,7 +369,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             logger=logger,
             token_store=token_store,
         )
-        self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self._transport = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
