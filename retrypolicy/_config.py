@@ -1,4 +1,5 @@
-"""The inner transport of RetryTransport / AsyncRetryTransport, and the network settings for it.
+"""What a transport is configured with, checked: its inner transport and that transport's network
+settings, and the host keys of a ``policy={host: ...}`` mapping (:func:`host_key`).
 
 ``httpx.Client(transport=RetryTransport(...), proxy=..., verify=...)`` does not do what it
 seems to: httpx mounts its own proxy transport for ``proxy=`` (the request then bypasses ours:
@@ -20,7 +21,7 @@ import httpx
 
 from ._errors import ConfigurationError
 
-__all__ = ["CertArg", "ProxyArg", "VerifyArg", "inner_transport"]
+__all__ = ["CertArg", "ProxyArg", "VerifyArg", "host_key", "inner_transport"]
 
 VerifyArg: TypeAlias = ssl.SSLContext | str | bool
 CertArg: TypeAlias = str | tuple[str, str] | tuple[str, str, str]
@@ -141,3 +142,39 @@ def _ssl_context(verify: object, cert: object, trust_env: bool) -> ssl.SSLContex
             + f" ({type(exc).__name__})"
         ) from None
     return context
+
+
+def host_key(key: object) -> tuple[str, int | None]:
+    """(host, port) of a key of a ``policy=`` mapping: ``"api.weixin.qq.com"`` matches that host
+    on any port, ``"wa.example.internal:9090"`` (or ``"[::1]:8080"``) that host on that port only,
+    ``"*"`` any host. Hosts are compared as httpx gives a request's host: lower case, IDNA decoded.
+    A key that could never match a request raises :class:`ConfigurationError` naming it."""
+    if not isinstance(key, str):
+        raise ConfigurationError(f"policy mapping keys are hosts (str), got {type(key).__name__} {key!r}")
+    if key == "*":
+        return key, None
+    if not key:
+        why = "it is empty"
+    elif "://" in key:
+        why = "it is a URL; give the host alone, e.g. 'api.weixin.qq.com' or 'wa.example.internal:9090'"
+    elif any(c.isspace() for c in key):
+        why = "it contains whitespace"
+    elif any(c in key for c in "/?#@%\\"):
+        why = "a host has no '/', '?', '#', '@', '%' or '\\' (give the host alone, without a path)"
+    elif "*" in key:
+        why = "'*' matches any host only on its own ('*.example.com' is not supported)"
+    else:
+        try:
+            url = httpx.URL(f"x://{key}")  # httpx's own host normalisation: keys compare as request hosts do
+        except httpx.InvalidURL as exc:
+            why = f"{exc} (an IPv6 address goes in brackets: '[::1]:8080')" if key.count(":") > 1 else str(exc)
+        else:
+            if not url.host:
+                why = "it has no host"
+            elif key.endswith(":"):
+                why = "the port after ':' is missing"
+            elif url.port is not None and not 1 <= url.port <= 65535:
+                why = f"port {url.port} is not from 1 to 65535"
+            else:
+                return url.host, url.port
+    raise ConfigurationError(f"policy mapping key {key!r} can never match a request: {why}")

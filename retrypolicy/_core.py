@@ -28,6 +28,7 @@ import httpx
 import tenacity
 from httpx._multipart import MultipartStream
 
+from ._config import host_key
 from ._errors import (
     ConfigurationError,
     CooldownActive,
@@ -375,7 +376,16 @@ class RetryCore:
         self.cooldowns = Cooldowns(clock)
         self.stats = Stats()
         by_host: Mapping[str, Policy] = {"*": policies} if isinstance(policies, Policy) else policies
-        self._lanes = {host: self._lane_of(p) for host, p in by_host.items()}
+        self._lanes: dict[str, Lane] = {}  # host-only keys and "*": one dict lookup per request
+        self._ports: dict[tuple[str, int], Lane] | None = None  # "host:port" keys, asked first if any
+        for key, p in by_host.items():
+            host, port = host_key(key)
+            if port is None:
+                self._lanes[host] = self._lane_of(p)
+            else:
+                if self._ports is None:
+                    self._ports = {}
+                self._ports[host, port] = self._lane_of(p)
         self._lane = self._lanes["*"] if isinstance(policies, Policy) else None  # no lookup per request
 
     def _lane_of(self, policy: Policy) -> Lane:
@@ -383,10 +393,16 @@ class RetryCore:
         return Lane(policy, manager, self.budgets.bucket(policy.platform, policy.budget))
 
     def lane_for(self, request: httpx.Request) -> Lane | None:
-        """The lane of the request's host (``"*"`` matches any); None: no policy covers it."""
+        """The lane of the request's host and port (a ``host:port`` key), else of its host (a
+        host-only key, any port), else ``"*"``; None: no policy covers it."""
         if self._lane is not None:
             return self._lane
-        return self._lanes.get(request.url.host) or self._lanes.get("*")
+        url = request.url
+        if self._ports is not None:
+            lane = self._ports.get((url.host, url.port or (443 if url.scheme == "https" else 80)))
+            if lane is not None:
+                return lane
+        return self._lanes.get(url.host) or self._lanes.get("*")
 
     def options(self, policy: Policy, request: httpx.Request) -> _Options:
         raw = request.extensions.get(EXTENSION)

@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ._config import CertArg, ProxyArg, VerifyArg, inner_transport
+from ._config import CertArg, ProxyArg, VerifyArg, host_key, inner_transport
 from ._core import (
     Close,
     FetchToken,
@@ -39,11 +39,22 @@ PolicyArg: TypeAlias = PolicyLike | Mapping[str, PolicyLike]
 
 
 def _policies(policy: PolicyArg) -> Policy | dict[str, Policy]:
+    """The policy, or the policies by host with their keys checked and written as hosts compare
+    (``"API.Weixin.QQ.com"`` -> ``"api.weixin.qq.com"``, see :func:`host_key`)."""
     if not isinstance(policy, Mapping):
         return _policy(policy, None)
     if not policy:
         raise ConfigurationError("policy mapping is empty; map hosts to policies, e.g. {'api.weixin.qq.com': 'wechat'}")
-    return {str(host): _policy(p, host) for host, p in policy.items()}
+    policies: dict[str, Policy] = {}
+    keys: dict[tuple[str, int | None], object] = {}
+    for key, value in policy.items():
+        host, port = host_key(key)
+        if (host, port) in keys:
+            raise ConfigurationError(f"policy mapping keys {keys[host, port]!r} and {key!r} name the same host")
+        keys[host, port] = key
+        name = f"[{host}]" if ":" in host else host  # an IPv6 address
+        policies[name if port is None else f"{name}:{port}"] = _policy(value, key)
+    return policies
 
 
 def _policy(value: object, key: object) -> Policy:
