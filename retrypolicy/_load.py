@@ -13,24 +13,48 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import PolicyError
-from ._policy import Category, Cooldown, Extraction, Policy, RetrySettings, Rule, TokenPlacement
+from ._policy import (
+    _CODE_TEXT,
+    _MAX_CODE,
+    Category,
+    Code,
+    Cooldown,
+    Extraction,
+    Policy,
+    RetrySettings,
+    Rule,
+    TokenPlacement,
+    WaitHint,
+)
 from ._policy import Path as FieldPath
+from ._redact import is_secret_name
 
-__all__ = ["BUILTIN_POLICIES", "load_policy", "policy_from_mapping"]
+__all__ = ["BUILTIN_POLICIES", "SHIPPED_POLICIES", "load_policy", "policy_from_mapping"]
 
 BUILTIN_POLICIES = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud")
+"""The platforms with everything: a table, a fake in ``retrypolicy.testing``, a demo scenario and an
+example. Tests that need a fake platform run over these."""
+SHIPPED_POLICIES = (*BUILTIN_POLICIES, "wecom", "feishu", "dingtalk", "dingtalk_v1", "slack", "telegram")
+"""Every table shipped in ``policies/``: each loads by its name (``load_policy("slack")``), can be
+extended (``extends = "slack"``) and is known to the CLI. The ones not (yet) in
+:data:`BUILTIN_POLICIES` have no fake, demo or example."""
 
 _TOP_KEYS = {
     "schema", "platform", "title", "docs", "extends", "unknown_category", "success_codes",
     "ambiguous_http", "extract", "token", "retry", "http", "rules", "recipient", "budget", "idempotent_paths",
+    "wait_hint",
 }  # fmt: skip
 _EXTRACT_KEYS = {
     "code", "message", "details", "subcode", "request_id", "transient", "request_id_pattern", "failure",
+    "request_id_header", "extra",
 }  # fmt: skip
 _RULE_KEYS = {
     "code", "range", "subcode", "category", "description", "remediation", "note", "min_delay", "ambiguous",
-    "cooldown",
+    "cooldown", "message_pattern",
 }  # fmt: skip
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+_EXTRA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_WAIT_UNITS = ("s", "ms", "epoch_s", "epoch_ms")
 _UNTIL = re.compile(r"([01]\d|2[0-3]):[0-5]\d[+-](0\d|1[0-4]):[0-5]\d")
 _HTTP_KEY = re.compile(r"[1-5](?:\d\d|xx)")
 _CATEGORIES = ", ".join(c.value for c in Category)
@@ -43,25 +67,27 @@ def _policies_dir() -> Path:
 
 
 def load_policy(name_or_path: str | os.PathLike[str] | Policy) -> Policy:
-    """Load a policy: a built-in name (``"wechat"``...), a path to a TOML file, or a Policy.
+    """Load a policy: a built-in name (any of :data:`SHIPPED_POLICIES`: ``"wechat"``,
+    ``"slack"``...), a path to a TOML file, or a Policy.
 
     A user file may say ``extends = "wechat"`` and list only what it changes; its rules
-    replace the built-in rules with the same code (and subcode) or the same range.
+    replace the built-in rules with the same code, subcode and message pattern, or an
+    overlapping range.
     Raises :class:`PolicyError` (a ``ValueError``) naming the file, rule and field at fault.
     """
     if isinstance(name_or_path, Policy):
         return name_or_path
-    if isinstance(name_or_path, str) and name_or_path in BUILTIN_POLICIES:
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_POLICIES:
         return _load_builtin(name_or_path)
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise PolicyError(
-            f"expected a built-in name ({', '.join(BUILTIN_POLICIES)}), a path or a Policy, "
+            f"expected a built-in name ({', '.join(SHIPPED_POLICIES)}), a path or a Policy, "
             f"got {type(name_or_path).__name__}"
         )
     path = Path(name_or_path)
     if not path.suffix and os.sep not in str(name_or_path) and not path.exists():
         raise PolicyError(
-            f"unknown platform {str(name_or_path)!r}; built-in: {', '.join(BUILTIN_POLICIES)}",
+            f"unknown platform {str(name_or_path)!r}; built-in: {', '.join(SHIPPED_POLICIES)}",
             source=str(name_or_path),
         )
     return _load_file(path)
@@ -94,9 +120,9 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
     base: Policy | None = None
     extends = data.get("extends")
     if extends is not None:
-        if extends not in BUILTIN_POLICIES:
+        if extends not in SHIPPED_POLICIES:
             raise v.error(
-                f"must name a built-in table ({', '.join(BUILTIN_POLICIES)}), got {extends!r}",
+                f"must name a built-in table ({', '.join(SHIPPED_POLICIES)}), got {extends!r}",
                 field="extends",
             )
         base = _load_builtin(extends)
@@ -112,12 +138,13 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
     unknown = v.category(
         data.get("unknown_category", base.unknown_category if base else "fatal"), None, "unknown_category"
     )
-    success = v.int_set(data, "success_codes", base.success_codes if base else frozenset({0}))
+    success = v.code_set(data, "success_codes", base.success_codes if base else frozenset({0}))
     ambiguous_http = v.int_set(data, "ambiguous_http", base.ambiguous_http if base else frozenset({500, 502, 504}))
 
     extract = v.extraction(data.get("extract"), base.extract if base else None)
     token = v.token(data.get("token"), base.token if base else TokenPlacement())
     retry = v.retry(data.get("retry"), base.retry if base else RetrySettings())
+    wait_hint = v.wait_hint(data["wait_hint"]) if "wait_hint" in data else base.wait_hint if base else None
     http = dict(base.http) if base else {}
     http.update(v.http(data.get("http")))
 
@@ -150,21 +177,31 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
         idempotent_paths=idempotent_paths,
         docs=docs,
         source=source,
+        wait_hint=wait_hint,
     )
 
 
+def _key(rule: Rule) -> tuple[Code | None, Code | None, str | None]:
+    """What makes a rule unique in a table, and what an ``extends`` file's rule replaces:
+    its code, subcode and message pattern."""
+    return rule.code, rule.subcode, rule.message_pattern.pattern if rule.message_pattern is not None else None
+
+
 def _merge(base: tuple[Rule, ...], override: list[Rule]) -> list[Rule]:
-    exact = {(r.code, r.subcode) for r in override if r.code is not None}
+    """The base rules that no override replaces, and the overrides. An override's pattern rules
+    come first, so that they are tried before the base's pattern rules for the same code."""
+    keys = {_key(r) for r in override if r.range is None}
     ranges = [r.range for r in override if r.range is not None]
 
     def replaced(rule: Rule) -> bool:
-        if rule.code is not None:
-            return (rule.code, rule.subcode) in exact
-        assert rule.range is not None
+        if rule.range is None:
+            return _key(rule) in keys
         lo, hi = rule.range
         return any(lo <= o_hi and o_lo <= hi for o_lo, o_hi in ranges)
 
-    return [r for r in base if not replaced(r)] + override
+    patterns = [r for r in override if r.message_pattern is not None]
+    others = [r for r in override if r.message_pattern is None]
+    return patterns + [r for r in base if not replaced(r)] + others
 
 
 class _Validator:
@@ -213,6 +250,48 @@ class _Validator:
             raise self.error("must be a list of integers", field=key)
         return frozenset(value)
 
+    def code_set(self, data: Mapping[str, Any], key: str, default: frozenset[Code]) -> frozenset[Code]:
+        if key not in data:
+            return default
+        value = data[key]
+        if not isinstance(value, list):
+            raise self.error("must be a list of codes (integers or strings)", field=key)
+        return frozenset(self.code(x, None, key) for x in value)
+
+    def code(self, value: object, rule: str | None, field: str) -> Code:
+        """A code or subcode: an integer, or a string that is not a number."""
+        if _is_int(value):
+            assert isinstance(value, int)
+            return value
+        if not isinstance(value, str):
+            raise self.error(f"must be an integer or a string, got {value!r}", rule=rule, field=field)
+        if _CODE_TEXT.fullmatch(value):
+            raise self.error(
+                f"write the number {value.strip()} as an integer, not a string "
+                "(a code of digits in a body is read as a number)",
+                rule=rule,
+                field=field,
+            )
+        if not value or value != value.strip() or len(value) > _MAX_CODE or not value.isprintable():
+            raise self.error(
+                f"a string code must be 1-{_MAX_CODE} printable characters without surrounding spaces, got {value!r}",
+                rule=rule,
+                field=field,
+            )
+        return value
+
+    def pattern(self, raw: object, rule: str | None, field: str) -> re.Pattern[str]:
+        """A regular expression over vendor text; one that matches an empty text would match anything."""
+        if not isinstance(raw, str) or not raw:
+            raise self.error("must be a non-empty regular expression (a string)", rule=rule, field=field)
+        try:
+            pattern = re.compile(raw)
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
+            raise self.error(f"invalid regular expression: {exc}", rule=rule, field=field) from None
+        if pattern.search("") is not None:
+            raise self.error("matches an empty message, so it would match every message", rule=rule, field=field)
+        return pattern
+
     def paths(
         self, section: Mapping[str, Any], key: str, default: tuple[FieldPath, ...], where: str = "extract."
     ) -> tuple[FieldPath, ...]:
@@ -249,10 +328,43 @@ class _Validator:
                 and set(raw_failure) == {"path", "value"}
                 and isinstance(raw_failure["path"], str)
                 and raw_failure["path"]
-                and isinstance(raw_failure["value"], str)
+                and isinstance(raw_failure["value"], (str, bool, int))
             ):
-                raise self.error('must be { path = "...", value = "..." }', field="extract.failure")
+                raise self.error(
+                    'must be { path = "...", value = "..." } (the value a string, true/false or an integer)',
+                    field="extract.failure",
+                )
             failure = (_parse_path(raw_failure["path"]), raw_failure["value"])
+        request_id_header = b.request_id_header
+        if "request_id_header" in section:
+            raw_headers = section["request_id_header"]
+            names = [raw_headers] if isinstance(raw_headers, str) else raw_headers
+            if not isinstance(names, list) or not all(isinstance(n, str) and _HEADER_NAME.fullmatch(n) for n in names):
+                raise self.error("must be a header name or a list of header names", field="extract.request_id_header")
+            secret = [n for n in names if is_secret_name(n)]
+            if secret:
+                raise self.error(
+                    f"{secret[0]!r} names a secret; its value would be logged as the request id",
+                    field="extract.request_id_header",
+                )
+            request_id_header = tuple(n.lower() for n in names)
+        extra = b.extra
+        if "extra" in section:
+            raw_extra = section["extra"]
+            if not isinstance(raw_extra, Mapping):
+                raise self.error('must be a table of name = "dotted.path"', field="extract.extra")
+            pairs = []
+            for name, raw_path in raw_extra.items():
+                where = f"extract.extra.{name}"
+                if not _EXTRA_NAME.fullmatch(name):
+                    raise self.error("names are letters, digits and '_' (not first), up to 64", field=where)
+                if is_secret_name(name):
+                    raise self.error("names a secret: its value would be shown and logged", field=where)
+                pairs.append((name, self.paths({name: raw_path}, name, (), where="extract.extra.")))
+            for name, paths in pairs:
+                if len(paths) != 1:
+                    raise self.error("must be one dotted path", field=f"extract.extra.{name}")
+            extra = tuple((name, paths[0]) for name, paths in pairs)
         extraction = Extraction(
             code=self.paths(section, "code", b.code),
             message=self.paths(section, "message", b.message),
@@ -262,6 +374,8 @@ class _Validator:
             transient=self.paths(section, "transient", b.transient),
             request_id_pattern=pattern,
             failure=failure,
+            request_id_header=request_id_header,
+            extra=extra,
         )
         if not extraction.code:
             raise self.error("at least one path is required", field="extract.code")
@@ -269,15 +383,62 @@ class _Validator:
 
     def token(self, value: object, base: TokenPlacement) -> TokenPlacement:
         section = self.table(value, "token")
-        self.keys(section, {"location", "name", "scheme"}, "token")
+        self.keys(section, {"location", "name", "scheme", "prefix", "after"}, "token")
         location = section.get("location", base.location)
-        if location not in ("query", "header"):
-            raise self.error(f"must be 'query' or 'header', got {location!r}", field="token.location")
+        if location not in ("query", "header", "path"):
+            raise self.error(f"must be 'query', 'header' or 'path', got {location!r}", field="token.location")
         name = section.get("name", base.name)
         scheme = section.get("scheme", base.scheme)
-        if not isinstance(name, str) or not name or not isinstance(scheme, str):
-            raise self.error("name must be a non-empty string and scheme a string", field="token.name")
-        return TokenPlacement(location=location, name=name, scheme=scheme)
+        if location != "path" and (not isinstance(name, str) or not name):
+            raise self.error("must be a non-empty string (the query parameter or header)", field="token.name")
+        if not isinstance(name, str) or not isinstance(scheme, str):
+            raise self.error("name and scheme must be strings", field="token.name")
+        prefix = section.get("prefix", base.prefix)
+        after = section.get("after", list(base.after))
+        if location == "path":
+            if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.~-]{1,32}", prefix):
+                raise self.error(
+                    'a path token needs a prefix (the start of its path segment, e.g. "bot"): '
+                    f"1-32 letters, digits, '_', '.', '~' or '-', got {prefix!r}",
+                    field="token.prefix",
+                )
+            if not isinstance(after, list) or not all(
+                isinstance(a, str) and re.fullmatch(r"(/[A-Za-z0-9_.~-]+)+", a) for a in after
+            ):
+                raise self.error(
+                    'must be a list of path prefixes such as "/file" (the token segment follows them)',
+                    field="token.after",
+                )
+        elif "prefix" in section or "after" in section:
+            field_name = "prefix" if "prefix" in section else "after"
+            raise self.error('only for location = "path"', field=f"token.{field_name}")
+        else:
+            prefix, after = "", []
+        return TokenPlacement(
+            location=location,
+            name=name if location != "path" else "",
+            scheme=scheme,
+            prefix=prefix,
+            after=tuple(sorted(after, key=len, reverse=True)),  # the longest prefix first
+        )
+
+    def wait_hint(self, value: object) -> WaitHint | None:
+        section = self.table(value, "wait_hint")
+        self.keys(section, {"header", "path", "unit"}, "wait_hint")
+        if ("header" in section) == ("path" in section):
+            raise self.error("give exactly one of 'header' or 'path'", field="wait_hint")
+        unit = section.get("unit", "s")
+        if unit not in _WAIT_UNITS:
+            raise self.error(f"must be one of {', '.join(_WAIT_UNITS)}, got {unit!r}", field="wait_hint.unit")
+        if "header" in section:
+            header = section["header"]
+            if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header):
+                raise self.error(f"must be a header name, got {header!r}", field="wait_hint.header")
+            return WaitHint(header=header.lower(), unit=unit)
+        paths = self.paths(section, "path", (), where="wait_hint.")
+        if len(paths) != 1:
+            raise self.error("must be one dotted path", field="wait_hint.path")
+        return WaitHint(path=paths[0], unit=unit)
 
     def retry(self, value: object, base: RetrySettings) -> RetrySettings:
         section = self.table(value, "retry")
@@ -350,15 +511,18 @@ class _Validator:
         if not isinstance(value, list):
             raise self.error("must be an array of tables ([[rules]])", field="rules")
         rules: list[Rule] = []
-        seen: dict[tuple[int, int | None], str] = {}
+        seen: dict[tuple[Code | None, Code | None, str | None], str] = {}
         for index, raw in enumerate(value):
             rule = self.rule(index, raw)
             name = _rule_name(index, raw)
-            if rule.code is not None:
-                key = (rule.code, rule.subcode)
+            if rule.range is None:
+                key = _key(rule)
                 if key in seen:
+                    what = "message pattern" if rule.code is None else "code"
                     raise self.error(
-                        f"duplicate code {rule.label}, first defined at {seen[key]}", rule=name, field="code"
+                        f"duplicate {what} {rule.label}, first defined at {seen[key]}",
+                        rule=name,
+                        field="message_pattern" if rule.message_pattern is not None else "code",
                     )
                 seen[key] = name
             rules.append(rule)
@@ -377,21 +541,26 @@ class _Validator:
         if not isinstance(raw, Mapping):
             raise self.error("must be a table", rule=name)
         self.keys(raw, _RULE_KEYS, None, rule=name)
-        has_code, has_range = "code" in raw, "range" in raw
-        if has_code == has_range:
-            raise self.error("give exactly one of 'code' or 'range'", rule=name, field="code")
-        code = raw.get("code")
-        if has_code and not _is_int(code):
-            raise self.error(f"must be an integer, got {code!r}", rule=name, field="code")
+        has_code, has_range, has_pattern = "code" in raw, "range" in raw, "message_pattern" in raw
+        if has_code == has_range and not (has_pattern and not has_code):
+            raise self.error(
+                "give exactly one of 'code' or 'range' (or a 'message_pattern' alone)", rule=name, field="code"
+            )
+        if has_range and has_pattern:
+            raise self.error("goes with a code, or alone; not with a range", rule=name, field="message_pattern")
+        code = self.code(raw["code"], name, "code") if has_code else None
         span: tuple[int, int] | None = None
         if has_range:
             r = raw["range"]
             if not (isinstance(r, list) and len(r) == 2 and all(_is_int(x) for x in r) and r[0] <= r[1]):
                 raise self.error("must be [low, high] integers with low <= high", rule=name, field="range")
             span = (r[0], r[1])
-        subcode = raw.get("subcode")
-        if subcode is not None and (not _is_int(subcode) or has_range):
-            raise self.error("must be an integer, on a rule with a single code", rule=name, field="subcode")
+        subcode: Code | None = None
+        if "subcode" in raw:
+            if not has_code:
+                raise self.error("goes only on a rule with a single code", rule=name, field="subcode")
+            subcode = self.code(raw["subcode"], name, "subcode")
+        message_pattern = self.pattern(raw["message_pattern"], name, "message_pattern") if has_pattern else None
         category = self.category(raw.get("category"), name, "category")
         description = raw.get("description")
         if not isinstance(description, str) or not description.strip():
@@ -424,6 +593,7 @@ class _Validator:
             min_delay=float(min_delay),
             ambiguous=ambiguous,
             cooldown=cooldown,
+            message_pattern=message_pattern,
         )
 
 
@@ -461,9 +631,13 @@ def _parse_path(text: str) -> FieldPath:
 
 def _rule_name(index: int, raw: object) -> str:
     if isinstance(raw, Mapping):
+        pattern = raw.get("message_pattern")
+        shown = f"/{pattern}/" if isinstance(pattern, str) and len(pattern) <= 60 else "/.../"
         if "code" in raw:
-            sub = f"/{raw['subcode']}" if "subcode" in raw else ""
-            return f"rules[{index}] (code {raw['code']!r}{sub})"
+            sub = f"/{raw['subcode']!r}" if "subcode" in raw else ""
+            return f"rules[{index}] (code {raw['code']!r}{sub}{' ' + shown if pattern is not None else ''})"
         if "range" in raw:
             return f"rules[{index}] (range {raw['range']!r})"
+        if pattern is not None:
+            return f"rules[{index}] (message_pattern {shown})"
     return f"rules[{index}]"

@@ -7,8 +7,10 @@ response: no I/O, no logging, no clock. Loading and validating TOML lives in ``_
 from __future__ import annotations
 
 import bisect
+import email.utils
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,10 +19,27 @@ from typing import Any, Literal
 
 import httpx
 
-__all__ = ["Category", "Classification", "Cooldown", "Extraction", "Policy", "RetrySettings", "Rule", "TokenPlacement"]
+__all__ = [
+    "Category",
+    "Classification",
+    "Code",
+    "Cooldown",
+    "Extraction",
+    "Policy",
+    "RetrySettings",
+    "Rule",
+    "TokenPlacement",
+    "WaitHint",
+]
 
 _decode = json.JSONDecoder().decode  # str in: skips json.loads' encoding sniffing (bodies are UTF-8)
 _MAX_TEXT = 500  # longest vendor message kept in a classification
+_MAX_CODE = 200  # longest string code kept from a body
+MAX_WAIT = 86400.0
+"""The longest relative wait a response can ask for (a day); a longer one is cut to it."""
+
+Code = int | str
+"""An error code or subcode: a number (``40001``), or a vendor's string (``"channel_not_found"``)."""
 
 
 class Category(StrEnum):
@@ -67,21 +86,28 @@ class Rule:
 
     category: Category
     description: str
-    code: int | None = None
+    code: Code | None = None
     range: tuple[int, int] | None = None
-    subcode: int | None = None
+    subcode: Code | None = None
     remediation: str | None = None
     note: str | None = None
     min_delay: float = 0.0
     ambiguous: bool = False
     cooldown: Cooldown | None = None
+    message_pattern: re.Pattern[str] | None = None
+    """A regular expression searched in the vendor's message; the rule matches only if it is found."""
 
     @property
     def label(self) -> str:
-        """The code, range or code/subcode as text: ``40001``, ``120001-130000``, ``190/463``."""
+        """The code, range or code/subcode as text, with the message pattern if any: ``40001``,
+        ``120001-130000``, ``190/463``, ``channel_not_found``, ``403 /(?i)bot was blocked/``."""
         if self.range is not None:
             return f"{self.range[0]}-{self.range[1]}"
-        return f"{self.code}" if self.subcode is None else f"{self.code}/{self.subcode}"
+        text = "" if self.code is None else f"{self.code}" if self.subcode is None else f"{self.code}/{self.subcode}"
+        if self.message_pattern is not None:
+            pattern = f"/{self.message_pattern.pattern}/"
+            return f"{text} {pattern}" if text else pattern
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +116,26 @@ class Classification:
 
     ``source`` tells where the verdict came from: ``"body"`` (an error code in the body),
     ``"http"`` (no code; the HTTP status decided) or ``"transport"`` (no response at all).
+
+    How long the response asked to wait before the next attempt, as it said it (the
+    classification reads no clock): ``wait_hint``, seconds from when the response arrived (a
+    relative hint: ``Retry-After: 30``, Telegram's ``parameters.retry_after``, Feishu's
+    ``x-ogw-ratelimit-reset``, cut to :data:`MAX_WAIT`), or ``wait_until``, a Unix time in seconds
+    (an absolute hint: an HTTP-date ``Retry-After``, a table's ``epoch_s``/``epoch_ms`` unit). At
+    most one of the two is set; :meth:`wait_seconds` turns either into seconds from now.
+
+    ``extra`` holds the body fields the table's ``[extract] extra`` names (Telegram's
+    ``migrate_to_chat_id``), by their names in the table: numbers, booleans and strings as sent,
+    anything else as JSON text.
     """
 
     platform: str
-    code: int | None
+    code: Code | None
     category: Category
     message: str
     description: str
     remediation: str | None = None
-    subcode: int | None = None
+    subcode: Code | None = None
     status_code: int | None = None
     request_id: str | None = None
     details: str | None = None
@@ -108,6 +145,19 @@ class Classification:
     cooldown: Cooldown | None = None
     known: bool = True
     source: Literal["body", "http", "transport"] = "body"
+    wait_hint: float | None = None
+    wait_until: float | None = None
+    extra: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    def wait_seconds(self, now: float) -> float | None:
+        """Seconds to wait before the next attempt as the response asked, ``now`` being the Unix
+        time (wall clock); ``None`` when it asked for nothing, or for a time already past."""
+        if self.wait_hint is not None:
+            return self.wait_hint
+        if self.wait_until is not None:
+            left = self.wait_until - now
+            return min(left, MAX_WAIT) if left > 0 else None
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (category as its string value)."""
@@ -130,6 +180,9 @@ class Classification:
             else {"scope": self.cooldown.scope, "seconds": self.cooldown.seconds, "until": self.cooldown.until},
             "known": self.known,
             "source": self.source,
+            "wait_hint": self.wait_hint,
+            "wait_until": self.wait_until,
+            "extra": dict(self.extra),
         }
 
 
@@ -147,7 +200,9 @@ class Extraction:
     request_id: tuple[Path, ...] = ()
     transient: tuple[Path, ...] = ()
     request_id_pattern: re.Pattern[str] | None = None
-    failure: tuple[Path, str] | None = None
+    failure: tuple[Path, str | bool | int] | None = None
+    request_id_header: tuple[str, ...] = ()  # response headers holding the request id, lower case
+    extra: tuple[tuple[str, Path], ...] = ()  # (name, path) of body fields kept in Classification.extra
 
     def markers(self) -> tuple[bytes, ...]:
         """Byte strings of which at least one must occur in a body that carries an error."""
@@ -155,6 +210,21 @@ class Extraction:
         if self.failure is not None and isinstance(self.failure[0][0], str):
             roots.add(self.failure[0][0])
         return tuple(sorted(f'"{r}"'.encode() for r in roots))
+
+
+WaitUnit = Literal["s", "ms", "epoch_s", "epoch_ms"]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitHint:
+    """Where a platform says how long to wait before the next attempt: a response header
+    (``header``, lower case) or a body path (``path``), in ``unit``: ``"s"`` or ``"ms"`` from the
+    response, or ``"epoch_s"`` / ``"epoch_ms"``, a Unix time. ``Retry-After`` is read whenever the
+    declared place holds nothing."""
+
+    header: str = ""
+    path: Path | None = None
+    unit: WaitUnit = "s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,21 +247,27 @@ class _SuccessScan:
     unproved: Callable[[bytes], re.Match[bytes] | None]  # the pattern's search: a match, no proof
 
     @classmethod
-    def build(cls, extract: Extraction, success_codes: frozenset[int]) -> _SuccessScan | None:
+    def build(cls, extract: Extraction, success_codes: frozenset[Code]) -> _SuccessScan | None:
         lasts = {path[-1] for path in extract.code if path}
         if not all(isinstance(last, str) for last in lasts):
             return None  # a path ending in a list index: no key to look for
-        codes = b"|".join(re.escape(str(c).encode()) for c in sorted(success_codes))
+        # a success code as a body spells it: 0, or "OK" (a string code, quoted)
+        spelled = sorted(str(c).encode() if isinstance(c, int) else _json_bytes(c) for c in success_codes)
+        codes = b"|".join(re.escape(c) for c in spelled)
         patterns = []  # each starts with a quoted key
         for last in sorted(map(str, lasts)):  # a code key not followed by a success code
-            key = re.escape(json.dumps(last, ensure_ascii=False).encode())
+            key = re.escape(_json_bytes(last))
             patterns.append(key + (rb"(?!: ?(?:" + codes + rb")[,}])" if codes else b""))
         if extract.failure is not None:
             path, value = extract.failure
-            if not (path and isinstance(path[-1], str) and isinstance(value, str)):
+            if not (path and isinstance(path[-1], str)):
                 return None
-            key, text = (re.escape(json.dumps(t, ensure_ascii=False).encode()) for t in (path[-1], value))
-            patterns.append(key + rb'(?:(?!: ?")|: ?' + text + b")")  # not a string, or the failure value
+            key = re.escape(_json_bytes(path[-1]))
+            if isinstance(value, str):  # not a string, or the failure value
+                patterns.append(key + rb'(?:(?!: ?")|: ?' + re.escape(_json_bytes(value)) + b")")
+            else:  # true/false/a number: proved only by a string, or by a literal that is not the value
+                others = [lit for lit in (b"true", b"false", b"null") if lit != _json_bytes(value)]
+                patterns.append(key + rb'(?!: ?(?:"|(?:' + b"|".join(others) + rb")[,}]))")
         if not patterns:
             return None
         # One search, not one per key: the engine scans in C for the quote all patterns start with
@@ -210,11 +286,18 @@ class _SuccessScan:
 
 @dataclass(frozen=True, slots=True)
 class TokenPlacement:
-    """Where the credential goes in a request: a query parameter or a header."""
+    """Where the credential goes in a request: a query parameter, a header, or the URL path.
 
-    location: Literal["query", "header"] = "query"
+    In the path (``location = "path"``), the token is a segment ``prefix + token``: the first
+    segment of the path (Telegram: ``/bot<token>/sendMessage``), or the one right after a path
+    prefix listed in ``after`` (``("/file",)``: ``/file/bot<token>/<file_path>``).
+    """
+
+    location: Literal["query", "header", "path"] = "query"
     name: str = "access_token"
     scheme: str = ""
+    prefix: str = ""
+    after: tuple[str, ...] = ()
 
     def header_value(self, token: str) -> str:
         return f"{self.scheme} {token}" if self.scheme else token
@@ -272,6 +355,89 @@ def _as_int(value: object) -> int | None:
     return None
 
 
+def _as_code(value: object, strings: bool) -> Code | None:
+    """A code as the table compares it: a number (a JSON number, or a string of digits such as
+    DingTalk's ``"40014"``), else, where the table has string codes, the trimmed string."""
+    if isinstance(value, str):
+        if _CODE_TEXT.fullmatch(value):
+            return int(value)
+        if strings:
+            text = value.strip()
+            return text[:_MAX_CODE] if text else None
+        return None
+    return _as_int(value)
+
+
+def _json_bytes(value: object) -> bytes:
+    """A value as a JSON body spells it, without escapes: ``"ok"``, ``false``."""
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+def _same(found: object, value: str | bool | int) -> bool:
+    """Is a body value the failure value? Strictly: ``0`` is not ``false``, ``"1"`` is not ``1``."""
+    if isinstance(value, bool) or isinstance(found, bool):
+        return found is value
+    return type(found) is type(value) and found == value
+
+
+def _number(value: object) -> float | None:
+    """A finite number from a JSON number or a numeric string; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _http_date(value: str) -> float | None:
+    """A Unix time from an HTTP date (``Wed, 21 Oct 2026 07:28:00 GMT``); ``None`` if it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return when.timestamp()
+
+
+def _wait(value: object, unit: WaitUnit, header: bool) -> tuple[float | None, float | None]:
+    """(seconds, Unix time) from a wait hint's raw value; (None, None) if it is absent or unusable.
+    A header value that is an HTTP date is a time, whatever the unit."""
+    number = _number(value)
+    if number is None:
+        until = _http_date(value) if header and isinstance(value, str) else None
+        return (None, until) if until is not None and until > 0 else (None, None)
+    if unit in ("epoch_s", "epoch_ms"):
+        until = number / 1000 if unit == "epoch_ms" else number
+        return (None, until) if until > 0 else (None, None)
+    seconds = number / 1000 if unit == "ms" else number
+    return (min(seconds, MAX_WAIT), None) if seconds > 0 else (None, None)
+
+
+def _extra_value(value: object) -> object:
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value[:_MAX_TEXT]
+    return _text(value)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value (several joined by ", "), or ``None``; ``name`` in lower case. For
+    ``httpx.Headers`` without the cost of a ``KeyError`` when it is absent, the common case."""
+    if isinstance(headers, httpx.Headers):
+        values = headers.get_list(name)
+        return ", ".join(values) if values else None
+    return headers.get(name)
+
+
 def _get(obj: object, path: Path) -> object:
     for key in path:
         if isinstance(key, int):
@@ -323,7 +489,7 @@ class Policy:
     token: TokenPlacement = TokenPlacement()
     retry: RetrySettings = RetrySettings()
     http: Mapping[str, Category] = field(default_factory=dict)
-    success_codes: frozenset[int] = frozenset({0})
+    success_codes: frozenset[Code] = frozenset({0})
     unknown_category: Category = Category.FATAL
     ambiguous_http: frozenset[int] = frozenset({500, 502, 504})
     recipient: tuple[Path, ...] = ()
@@ -331,47 +497,80 @@ class Policy:
     budget: Any = None  # a RetryBudget, or False to switch the budget off; None: the transport's
     docs: str = ""
     source: str = "<policy>"
-    _exact: dict[tuple[int, int | None], Rule] = field(init=False, repr=False, compare=False)
+    wait_hint: WaitHint | None = None  # where the platform says how long to wait, besides Retry-After
+    _exact: dict[tuple[Code, Code | None], Rule] = field(init=False, repr=False, compare=False)
+    # message-pattern rules by (code, subcode), in table order; (None, None): the pattern-only rules
+    _patterns: dict[tuple[Code | None, Code | None], tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
     _range_starts: list[int] = field(init=False, repr=False, compare=False)
     _ranges: list[Rule] = field(init=False, repr=False, compare=False)
     _markers: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     _success_scan: _SuccessScan | None = field(init=False, repr=False, compare=False)
+    _string_codes: bool = field(init=False, repr=False, compare=False)
+    _string_subcodes: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        exact: dict[tuple[int, int | None], Rule] = {}
+        exact: dict[tuple[Code, Code | None], Rule] = {}
+        patterns: dict[tuple[Code | None, Code | None], tuple[Rule, ...]] = {}
         ranges: list[Rule] = []
         for rule in self.rules:
             if rule.range is not None:
                 ranges.append(rule)
+            elif rule.message_pattern is not None:
+                key = (rule.code, rule.subcode)
+                patterns[key] = (*patterns.get(key, ()), rule)
             elif rule.code is not None:
                 exact[(rule.code, rule.subcode)] = rule
         ranges.sort(key=lambda r: r.range[0] if r.range else 0)
         object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_patterns", patterns)
         object.__setattr__(self, "_ranges", ranges)
         object.__setattr__(self, "_range_starts", [r.range[0] for r in ranges if r.range])
         object.__setattr__(self, "_markers", self.extract.markers())
         # success bodies are proved so by one regex search, not decoded (see _SuccessScan)
         object.__setattr__(self, "_success_scan", _SuccessScan.build(self.extract, self.success_codes))
+        # a code in a body that is not a number is read as a string only where the table has such codes
+        strings = any(isinstance(c, str) for c in self.success_codes)
+        object.__setattr__(self, "_string_codes", strings or any(isinstance(r.code, str) for r in self.rules))
+        object.__setattr__(self, "_string_subcodes", any(isinstance(r.subcode, str) for r in self.rules))
 
     def __repr__(self) -> str:
         return f"<Policy {self.platform!r}: {len(self.rules)} rules from {self.source}>"
 
     # -- lookups ---------------------------------------------------------------------------
 
-    def rule_for(self, code: int, subcode: int | None = None) -> Rule | None:
-        """The most specific rule for a code: code+subcode, then code, then a range."""
+    def rule_for(self, code: Code | None, subcode: Code | None = None, message: str | None = None) -> Rule | None:
+        """The most specific rule for a code (a number or a string), its subcode and the vendor's
+        message: code+subcode (+ a message pattern first), then code + a message pattern, then
+        code, then a pattern-only rule, then a range. Message patterns count only when ``message``
+        is given; among the pattern rules of one key, the first in table order that matches wins."""
+        patterns = self._patterns if message is not None else None
         if subcode is not None:
-            rule = self._exact.get((code, subcode))
+            if patterns:
+                rule = _search(patterns.get((code, subcode)), message)
+                if rule is not None:
+                    return rule
+            if code is not None:
+                rule = self._exact.get((code, subcode))
+                if rule is not None:
+                    return rule
+        if patterns and code is not None:
+            rule = _search(patterns.get((code, None)), message)
             if rule is not None:
                 return rule
-        rule = self._exact.get((code, None))
-        if rule is not None:
-            return rule
-        i = bisect.bisect_right(self._range_starts, code) - 1
-        if i >= 0:
-            candidate = self._ranges[i]
-            if candidate.range is not None and code <= candidate.range[1]:
-                return candidate
+        if code is not None:
+            rule = self._exact.get((code, None))
+            if rule is not None:
+                return rule
+        if patterns:
+            rule = _search(patterns.get((None, None)), message)
+            if rule is not None:
+                return rule
+        if isinstance(code, int):
+            i = bisect.bisect_right(self._range_starts, code) - 1
+            if i >= 0:
+                candidate = self._ranges[i]
+                if candidate.range is not None and code <= candidate.range[1]:
+                    return candidate
         return None
 
     def with_retry(self, **changes: Any) -> Policy:
@@ -402,9 +601,12 @@ class Policy:
     ) -> Classification | None:
         """Classify from a status code and body bytes (``None``: body not read).
 
-        ``headers`` (optional) give the body's declared charset (``Content-Type: ...;
-        charset=gbk``); without one the body is read as UTF-8, a BOM allowed. A body that carries
-        an error marker but cannot be decoded or parsed is never a success (see :meth:`_unreadable`).
+        ``headers`` (optional; case-insensitive like ``httpx.Headers``, or with lower-case names)
+        give the body's declared charset (``Content-Type: ...; charset=gbk``), the request id of a
+        table's ``request_id_header`` and the wait hints (``Retry-After``, a table's
+        ``[wait_hint] header``). Without a charset the body is read as UTF-8, a BOM allowed. A body
+        that carries an error marker but cannot be decoded or parsed is never a success (see
+        :meth:`_unreadable`).
         """
         scan = self._success_scan
         # The proof of success works on the bytes of any ASCII-compatible charset; UTF-16/32 hold
@@ -425,11 +627,14 @@ class Policy:
             return found if isinstance(found, Classification) else None
         if status_code < 400:
             return None
-        return self._from_status(status_code, httpx.codes.get_reason_phrase(status_code) if reason is None else reason)
+        return self._from_status(
+            status_code, httpx.codes.get_reason_phrase(status_code) if reason is None else reason, headers
+        )
 
-    def explain(self, code: int, subcode: int | None = None) -> Classification:
-        """What a code means, as a classification with no vendor message."""
-        return self._classify_code(code, subcode, message="", status_code=None)
+    def explain(self, code: Code, subcode: Code | None = None, message: str | None = None) -> Classification:
+        """What a code (a number or a string) means, as a classification. With ``message``, the
+        rules with a message pattern are tried on it too, and it is the classification's message."""
+        return self._classify_code(code, subcode, message=message or "", status_code=None, pattern=message is not None)
 
     def _from_body(
         self, status_code: int, content: bytes, headers: Mapping[str, str] | None = None
@@ -453,15 +658,15 @@ class Policy:
                 text = content.decode("utf-8")
             body = _decode(text[1:] if text.startswith("\ufeff") else text)
         except (ValueError, RecursionError) as exc:  # bad JSON or bytes, absurd nesting
-            return self._unreadable(status_code, exc, charset)
+            return self._unreadable(status_code, exc, charset, headers)
         if not isinstance(body, dict):
             return None
         ex = self.extract
         raw_code = _first(body, ex.code)
-        failed = ex.failure is not None and _get(body, ex.failure[0]) == ex.failure[1]
+        failed = ex.failure is not None and _same(_get(body, ex.failure[0]), ex.failure[1])
         if raw_code is None and not failed:
             return None
-        code = _as_int(raw_code)
+        code = _as_code(raw_code, self._string_codes)
         if code is not None and code in self.success_codes and not failed:
             return True
         if code is None and raw_code is None and not failed:
@@ -471,9 +676,31 @@ class Policy:
         if request_id is None and ex.request_id_pattern is not None:
             m = ex.request_id_pattern.search(message)
             request_id = m.group(1) if m else None
+        if request_id is None and ex.request_id_header and headers is not None:
+            request_id = self._header_request_id(headers)
         transient = _first(body, ex.transient) is True
+        wait_hint, wait_until = self._wait(body, headers)
+        extra = (
+            {name: _extra_value(v) for name, path in ex.extra if (v := _get(body, path)) is not None}
+            if ex.extra
+            else {}
+        )
         if code is None or code in self.success_codes:
-            # An error marker without a usable code ("FAIL" with ErrorCode 0, errcode "abc").
+            # An error marker without a usable code ("FAIL" with ErrorCode 0, errcode "abc", ok:false).
+            rule = self.rule_for(None, None, message) if self._patterns else None
+            if rule is not None:  # a pattern-only rule knows the message
+                return self._verdict(
+                    rule,
+                    code,
+                    None,
+                    message=message,
+                    status_code=status_code,
+                    request_id=request_id,
+                    details=_text(_first(body, ex.details)),
+                    wait_hint=wait_hint,
+                    wait_until=wait_until,
+                    extra=extra,
+                )
             return Classification(
                 platform=self.platform,
                 code=code,
@@ -483,29 +710,61 @@ class Policy:
                 status_code=status_code,
                 request_id=request_id,
                 known=False,
+                wait_hint=wait_hint,
+                wait_until=wait_until,
+                extra=extra,
             )
         return self._classify_code(
             code,
-            _as_int(_first(body, ex.subcode)),
+            _as_code(_first(body, ex.subcode), self._string_subcodes),
             message=message,
             status_code=status_code,
             request_id=request_id,
             details=_text(_first(body, ex.details)),
             transient=transient,
+            wait_hint=wait_hint,
+            wait_until=wait_until,
+            extra=extra,
         )
+
+    def _header_request_id(self, headers: Mapping[str, str]) -> str | None:
+        for name in self.extract.request_id_header:
+            value = _header(headers, name)
+            if value:
+                return value[:_MAX_TEXT]
+        return None
+
+    def _wait(self, body: object, headers: Mapping[str, str] | None) -> tuple[float | None, float | None]:
+        """(seconds, Unix time) the response asks to wait: the table's ``[wait_hint]``, else
+        ``Retry-After``; (None, None) when neither says anything usable."""
+        hint = self.wait_hint
+        if hint is not None:
+            if hint.path is not None:
+                found = _wait(_get(body, hint.path), hint.unit, header=False) if body is not None else (None, None)
+            else:
+                value = _header(headers, hint.header) if headers is not None else None
+                found = _wait(value, hint.unit, header=True) if value is not None else (None, None)
+            if found != (None, None):
+                return found
+        value = _header(headers, "retry-after") if headers is not None else None
+        return _wait(value, "s", header=True) if value is not None else (None, None)
 
     def _classify_code(
         self,
-        code: int,
-        subcode: int | None,
+        code: Code,
+        subcode: Code | None,
         *,
         message: str,
         status_code: int | None,
         request_id: str | None = None,
         details: str | None = None,
         transient: bool = False,
+        wait_hint: float | None = None,
+        wait_until: float | None = None,
+        extra: Mapping[str, object] | None = None,
+        pattern: bool = True,
     ) -> Classification:
-        rule = self.rule_for(code, subcode)
+        rule = self.rule_for(code, subcode, message if pattern else None)
         if rule is None:
             return Classification(
                 platform=self.platform,
@@ -519,7 +778,37 @@ class Policy:
                 request_id=request_id,
                 details=details,
                 known=False,
+                wait_hint=wait_hint,
+                wait_until=wait_until,
+                extra=extra if extra is not None else {},
             )
+        return self._verdict(
+            rule,
+            code,
+            subcode,
+            message=message,
+            status_code=status_code,
+            request_id=request_id,
+            details=details,
+            wait_hint=wait_hint,
+            wait_until=wait_until,
+            extra=extra,
+        )
+
+    def _verdict(
+        self,
+        rule: Rule,
+        code: Code | None,
+        subcode: Code | None,
+        *,
+        message: str,
+        status_code: int | None,
+        request_id: str | None,
+        details: str | None,
+        wait_hint: float | None,
+        wait_until: float | None,
+        extra: Mapping[str, object] | None,
+    ) -> Classification:
         return Classification(
             platform=self.platform,
             code=code,
@@ -535,9 +824,14 @@ class Policy:
             min_delay=rule.min_delay,
             ambiguous=rule.ambiguous,
             cooldown=rule.cooldown,
+            wait_hint=wait_hint,
+            wait_until=wait_until,
+            extra=extra if extra is not None else {},
         )
 
-    def _unreadable(self, status_code: int, exc: BaseException, charset: str | None) -> Classification | None:
+    def _unreadable(
+        self, status_code: int, exc: BaseException, charset: str | None, headers: Mapping[str, str] | None = None
+    ) -> Classification | None:
         """A body meant to be read for a code (it names a code key, or its charset hides them)
         that cannot be decoded or parsed. From 400 up its status decides (``None`` here); below,
         it is never taken for a success: retryable but ambiguous, since the request may have been
@@ -552,15 +846,19 @@ class Policy:
             message=f"{type(exc).__name__} ({charset or 'utf-8'})",
             description=f"HTTP {status_code} with a body that could not be {what} to read its error code",
             status_code=status_code,
+            request_id=self._header_request_id(headers)
+            if headers is not None and self.extract.request_id_header
+            else None,
             ambiguous=True,
             known=False,
         )
 
-    def _from_status(self, status_code: int, reason: str) -> Classification:
+    def _from_status(self, status_code: int, reason: str, headers: Mapping[str, str] | None = None) -> Classification:
         exact, klass = _http_key(status_code)
         category = self.http.get(exact) or self.http.get(klass)
         if category is None:
             category = Category.RETRYABLE if status_code >= 500 else Category.FATAL
+        wait_hint, wait_until = self._wait(None, headers)
         return Classification(
             platform=self.platform,
             code=None,
@@ -568,6 +866,21 @@ class Policy:
             message=reason,
             description=f"HTTP {status_code} with no error code in the body",
             status_code=status_code,
+            request_id=self._header_request_id(headers)
+            if headers is not None and self.extract.request_id_header
+            else None,
             ambiguous=category is Category.RETRYABLE and status_code in self.ambiguous_http,
             source="http",
+            wait_hint=wait_hint,
+            wait_until=wait_until,
         )
+
+
+def _search(rules: tuple[Rule, ...] | None, message: str | None) -> Rule | None:
+    """The first rule whose message pattern is found in the message."""
+    if rules is None or message is None:
+        return None
+    for rule in rules:
+        if rule.message_pattern is not None and rule.message_pattern.search(message) is not None:
+            return rule
+    return None

@@ -8,6 +8,7 @@ or its body could not be parsed, 2 bad input: one line on stderr, never a traceb
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from collections.abc import Sequence
@@ -17,8 +18,8 @@ import httpx
 
 from . import __version__
 from ._errors import RetryPolicyError
-from ._load import BUILTIN_POLICIES, load_policy
-from ._policy import Category, Classification, Policy, Rule
+from ._load import BUILTIN_POLICIES, SHIPPED_POLICIES, load_policy
+from ._policy import _CODE_TEXT, Category, Classification, Code, Policy, Rule
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -77,11 +78,17 @@ class _CommandParser(_Parser):
             self._intermixing = False
 
 
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise _Usage(f"{what} must be an integer, got {text!r}") from None
+def _code(text: str, what: str, strings: bool) -> Code:
+    """A code as typed: a number (``40001``, ``-1``), else, for a table with string codes, the
+    vendor's string (``channel_not_found``)."""
+    if _CODE_TEXT.fullmatch(text):
+        return int(text)
+    code = text.strip()
+    if not strings:
+        raise _Usage(f"{what} must be an integer (this table's codes are numbers), got {text!r}")
+    if not code:
+        raise _Usage(f"{what} must be a number or a vendor's code, got {text!r}")
+    return code
 
 
 def _utf8(text: str) -> bytes:
@@ -108,6 +115,12 @@ def _show(c: Classification, unparsable: str | None = None) -> str:
         lines.append(f"note:        {c.note}")
     if c.request_id:
         lines.append(f"request id:  {c.request_id}")
+    if c.wait_hint is not None:
+        lines.append(f"wait hint:   {c.wait_hint:g} s (as the response asked)")
+    if c.wait_until is not None:
+        lines.append(f"wait until:  {_time(c.wait_until)} (as the response asked)")
+    for name, value in c.extra.items():
+        lines.append(f"{name + ':':<12} {json.dumps(value, ensure_ascii=False)}")
     if c.status_code is not None:
         lines.append(f"http status: {c.status_code}")
     if unparsable is not None:
@@ -121,16 +134,30 @@ def _show(c: Classification, unparsable: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _time(unix: float) -> str:
+    """A Unix time as ISO 8601 UTC (the number itself if it is out of the calendar's range)."""
+    try:
+        return datetime.datetime.fromtimestamp(unix, datetime.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{unix:.0f} (Unix time)"
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     policy = load_policy(args.platform)
-    code = _int(args.code, "CODE")
-    subcode = _int(args.subcode, "--subcode") if args.subcode is not None else None
-    if policy.rule_for(code, subcode) is None:
+    strings = any(isinstance(r.code, str) for r in policy.rules)
+    code = _code(args.code, "CODE", strings)
+    sub_strings = any(isinstance(r.subcode, str) for r in policy.rules)
+    subcode = _code(args.subcode, "--subcode", sub_strings) if args.subcode is not None else None
+    if policy.rule_for(code, subcode, args.message) is None:
+        patterns = [r.label for r in policy.rules if r.code == code and r.message_pattern is not None]
+        more = ", ..." if len(patterns) > 3 else ""
+        hint = f"; its rules match the message: give it with --message ({', '.join(patterns[:3])}{more})"
         raise _Usage(
-            f"code {code} is not in the {policy.platform} table "
-            f"(an unknown code is treated as {policy.unknown_category.value})"
+            f"code {code} is not in the {policy.platform} table"
+            + (hint if patterns and args.message is None else "")
+            + f" (an unknown code is treated as {policy.unknown_category.value})"
         )
-    c = policy.explain(code, subcode)
+    c = policy.explain(code, subcode, args.message)
     print(json.dumps(c.as_dict(), ensure_ascii=False) if args.json else _show(c))
     return EXIT_OK
 
@@ -219,8 +246,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _rows(policy: Policy, category: Category | None) -> list[Rule]:
+    """The rules in code order: numbers first, then string codes, then pattern-only rules; in table
+    order within one code (the order its message patterns are tried in)."""
+
+    def order(code: Code | None) -> tuple[int, int, str]:
+        if isinstance(code, int):
+            return 0, code, ""
+        return (1, 0, code) if code is not None else (2, 0, "")
+
     rules = [r for r in policy.rules if category is None or r.category is category]
-    return sorted(rules, key=lambda r: (r.range[0] if r.range else r.code or 0, r.subcode or -1))
+    return sorted(
+        rules,
+        key=lambda r: (
+            order(r.range[0] if r.range else r.code),
+            order(r.subcode) if r.subcode is not None else (-1, 0, ""),
+            r.message_pattern is None,
+        ),
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -232,10 +274,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             json.dumps(
                 [
                     {
-                        "code": r.code,  # a number; None for a range
+                        "code": r.code,  # a number or a string; None for a range or a pattern-only rule
                         "subcode": r.subcode,
                         "range": list(r.range) if r.range is not None else None,
-                        "label": r.label,  # as in the table view: 40001, 190/460, 120001-130000
+                        "message_pattern": r.message_pattern.pattern if r.message_pattern is not None else None,
+                        "label": r.label,  # as in the table view: 40001, 190/460, 120001-130000, 403 /(?i).../
                         "category": r.category.value,
                         "description": r.description,
                         "remediation": r.remediation,
@@ -290,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"retrypolicy {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
-    platforms = f"one of {', '.join(BUILTIN_POLICIES)}, or a policy file"
+    platforms = f"one of {', '.join(SHIPPED_POLICIES)}, or a policy file"
 
     e = sub.add_parser(
         "explain",
@@ -299,8 +342,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 ok; 2 bad input, including a code that is not in the table",
     )
     e.add_argument("platform", help=platforms)
-    e.add_argument("code")
-    e.add_argument("--subcode")
+    e.add_argument("code", help="a number (40001) or a vendor's string code (channel_not_found)")
+    e.add_argument("--subcode", help="a number or a string (88 --subcode 60011, 15 --subcode isp.-1)")
+    e.add_argument("--message", help="the vendor's message, for the rules that match it (telegram 403 ...)")
     e.add_argument("--json", action="store_true", help="print the classification as JSON")
     e.set_defaults(func=cmd_explain)
 

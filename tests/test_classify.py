@@ -668,3 +668,253 @@ def test_success_scan_proves_only_successes(name: str, body: bytes, proved: bool
     slow = dataclasses.replace(policy)
     object.__setattr__(slow, "_success_scan", None)
     assert slow.classify(_response(200, body)) == c
+
+
+# -- general table features: string codes, message patterns, wait hints, header ids, extra -----
+
+_GENERAL = """\
+schema = 1
+platform = "general"
+unknown_category = "fatal"
+success_codes = [0, "OK"]
+
+[extract]
+code = ["code"]
+message = ["msg"]
+subcode = ["sub"]
+request_id = ["rid"]
+request_id_pattern = 'hint: \\[(\\w+)\\]'
+request_id_header = ["X-Log-Id", "X-Request-Id"]
+failure = { path = "ok", value = false }
+extra = { new_id = "params.new_id", blob = "params.blob", flag = "params.flag" }
+
+[wait_hint]
+path = "params.retry_after"
+unit = "s"
+
+[[rules]]
+code = 7
+category = "fatal"
+description = "Code 7."
+
+[[rules]]
+code = 7
+subcode = "isp.-1"
+category = "retryable"
+description = "Code 7 with the string subcode isp.-1."
+
+[[rules]]
+code = 7
+subcode = 5
+category = "token-refresh"
+description = "Code 7 with subcode 5."
+
+[[rules]]
+code = 7
+message_pattern = '(?i)busy'
+category = "retryable"
+description = "Code 7 saying busy."
+
+[[rules]]
+code = 7
+message_pattern = '(?i)busy|blocked'
+category = "user-action"
+description = "Never reached for 'busy': the first pattern of a code wins."
+remediation = "Unblock."
+
+[[rules]]
+code = "channel_not_found"
+category = "fatal"
+description = "A string code."
+
+[[rules]]
+message_pattern = '(?i)quota'
+category = "user-action"
+description = "Any error whose message speaks of a quota."
+remediation = "Raise the quota."
+
+[[rules]]
+range = [100, 199]
+category = "retryable"
+description = "A range."
+"""
+
+
+@pytest.fixture
+def general(tmp_path: Path) -> Policy:
+    path = tmp_path / "general.toml"
+    path.write_text(_GENERAL, encoding="utf-8")
+    return load_policy(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "subcode", "description"),
+    [
+        ({"code": 7, "sub": "isp.-1", "msg": "busy"}, 7, "isp.-1", "Code 7 with the string subcode isp.-1."),
+        ({"code": 7, "sub": "5", "msg": "busy"}, 7, 5, "Code 7 with subcode 5."),  # digits: a number
+        ({"code": 7, "sub": "isv.other", "msg": "Server BUSY"}, 7, "isv.other", "Code 7 saying busy."),
+        ({"code": 7, "msg": "you are blocked"}, 7, None, "Never reached for 'busy': the first pattern of a code wins."),
+        ({"code": 7, "msg": "no quota left"}, 7, None, "Code 7."),  # code beats a pattern-only rule
+        ({"code": 150, "msg": "quota"}, 150, None, "Any error whose message speaks of a quota."),  # ... beats a range
+        ({"code": 150, "msg": "x"}, 150, None, "A range."),
+        ({"code": "150", "msg": "x"}, 150, None, "A range."),  # a string of digits is a number
+        ({"code": "channel_not_found"}, "channel_not_found", None, "A string code."),
+        ({"code": " channel_not_found "}, "channel_not_found", None, "A string code."),
+        ({"ok": False, "msg": "daily quota exceeded"}, None, None, "Any error whose message speaks of a quota."),
+    ],
+)
+def test_the_most_specific_rule_wins(
+    general: Policy, body: dict[str, Any], code: object, subcode: object, description: str
+) -> None:
+    c = _must(general.classify(_json(200, body)))
+    assert (c.code, c.subcode, c.description, c.known) == (code, subcode, description, True)
+    rule = general.rule_for(c.code, c.subcode, c.message)
+    assert rule is not None and rule.description == description
+
+
+def test_string_codes_unknown_and_success(general: Policy, wechat: Policy) -> None:
+    c = _must(general.classify(_json(400, {"code": "Forbidden.New"})))
+    assert (c.code, c.known, c.category) == ("Forbidden.New", False, Category.FATAL)
+    assert "Forbidden.New" in c.description
+    assert general.classify(_json(200, {"code": "OK", "data": 1})) is None  # a string success code
+    assert general.classify(_json(200, {"code": "0"})) is None  # "0" is the number 0
+    # a table without string codes reads a non-numeric string as no usable code, as it always did
+    c = _must(wechat.classify(_json(200, {"errcode": "abc", "errmsg": "x"})))
+    assert (c.code, c.known) == (None, False)
+    assert "without a usable code" in c.description
+
+
+def test_failure_marker_is_compared_strictly(general: Policy) -> None:
+    assert general.classify(_json(200, {"ok": True})) is None
+    assert general.classify(_json(200, {"ok": 0})) is None  # 0 is not false
+    assert general.classify(_json(200, {"ok": "false"})) is None  # nor is the string "false"
+    c = _must(general.classify(_json(200, {"ok": False})))
+    assert (c.code, c.known) == (None, False)
+
+
+def test_explain_and_rule_for_take_string_codes_and_messages(general: Policy) -> None:
+    assert general.explain("channel_not_found").description == "A string code."
+    assert general.explain(7, "isp.-1").category is Category.RETRYABLE
+    assert general.explain(7).description == "Code 7."  # without a message, patterns are not tried
+    c = general.explain(7, message="server busy")
+    assert (c.description, c.message) == ("Code 7 saying busy.", "server busy")
+    assert general.rule_for("nope") is None
+    assert general.rule_for(None, message="quota") is not None
+    assert general.rule_for("150") is None  # a string is not a number: no range matches it
+
+
+@pytest.mark.parametrize(
+    ("table", "status", "headers", "body", "hint", "until"),
+    [
+        # the table's body path, in seconds
+        ("", 429, {}, {"code": 150, "params": {"retry_after": 35}}, 35.0, None),
+        ("", 429, {}, {"code": 150, "params": {"retry_after": "2.5"}}, 2.5, None),
+        # nothing there (or nothing usable): Retry-After
+        ("", 429, {"Retry-After": "30"}, {"code": 150}, 30.0, None),
+        ("", 429, {"Retry-After": "30"}, {"code": 150, "params": {"retry_after": "soon"}}, 30.0, None),
+        ("", 429, {"Retry-After": "30"}, {"code": 150, "params": {"retry_after": 0}}, 30.0, None),
+        ("", 429, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, {"code": 150}, None, 1792567680.0),
+        # the declared place first
+        ("", 429, {"Retry-After": "30"}, {"code": 150, "params": {"retry_after": 5}}, 5.0, None),
+        ("", 429, {}, {"code": 150, "params": {"retry_after": 10**9}}, 86400.0, None),  # a day at most
+        ("", 429, {"Retry-After": "-5"}, {"code": 150, "params": {"retry_after": -1}}, None, None),
+        ("", 429, {"Retry-After": "nan"}, {"code": 150, "params": {"retry_after": True}}, None, None),
+        ("", 503, {"Retry-After": "7"}, {"no": "code"}, 7.0, None),  # classified by its status
+        # a header hint, each unit
+        ('header = "X-Reset"\nunit = "s"', 429, {"x-reset": "52"}, {"code": 150}, 52.0, None),
+        ('header = "X-Reset"\nunit = "ms"', 429, {"X-Reset": "1500"}, {"code": 150}, 1.5, None),
+        ('header = "X-Reset"\nunit = "epoch_s"', 429, {"X-Reset": "1792567680"}, {"code": 150}, None, 1792567680.0),
+        ('header = "X-Reset"\nunit = "epoch_ms"', 429, {"X-Reset": "1792567680500"}, {"code": 150}, None, 1792567680.5),
+        ('header = "X-Reset"\nunit = "s"', 429, {"X-Reset": "Wed, 21 Oct 2026 07:28:00 GMT"}, {}, None, 1792567680.0),
+        ('header = "X-Reset"\nunit = "s"', 429, {"Retry-After": "3"}, {"code": 150}, 3.0, None),
+        ('header = "X-Reset"\nunit = "s"', 502, {"X-Reset": "4"}, {}, 4.0, None),
+        ('path = "wait_ms"\nunit = "ms"', 200, {}, {"code": 150, "wait_ms": 250}, 0.25, None),
+    ],
+)
+def test_wait_hints(
+    tmp_path: Path, table: str, status: int, headers: dict[str, str], body: Any, hint: float | None, until: float | None
+) -> None:
+    text = _GENERAL if not table else _GENERAL.replace('path = "params.retry_after"\nunit = "s"', table)
+    path = tmp_path / "hints.toml"
+    path.write_text(text, encoding="utf-8")
+    policy = load_policy(path)
+    c = _must(policy.classify(httpx.Response(status, json=body, headers=headers)))
+    assert (c.wait_hint, c.wait_until) == (hint, until)
+    assert c.as_dict()["wait_hint"] == hint and c.as_dict()["wait_until"] == until
+
+
+def test_wait_seconds_reads_no_clock_but_the_one_given() -> None:
+    relative = Classification("p", None, Category.RETRYABLE, "", "", wait_hint=30.0)
+    absolute = Classification("p", None, Category.RETRYABLE, "", "", wait_until=1_000_100.0)
+    assert relative.wait_seconds(now=5.0) == relative.wait_seconds(now=9e9) == 30.0
+    assert absolute.wait_seconds(now=1_000_000.0) == 100.0
+    assert absolute.wait_seconds(now=1_000_100.0) is None  # already past
+    assert Classification("p", None, Category.RETRYABLE, "", "", wait_until=9e12).wait_seconds(0.0) == 86400.0
+    assert Classification("p", None, Category.RETRYABLE, "", "").wait_seconds(0.0) is None
+
+
+def test_every_table_reads_retry_after(wechat: Policy) -> None:
+    c = _must(wechat.classify(httpx.Response(200, json={"errcode": 45009}, headers={"Retry-After": "12"})))
+    assert c.wait_hint == 12.0
+    assert _must(wechat.classify(httpx.Response(429, headers={"Retry-After": "3"}))).wait_hint == 3.0
+    assert _must(wechat.classify(_json(200, {"errcode": 45009}))).wait_hint is None
+    assert wechat.explain(45009).wait_hint is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "request_id"),
+    [
+        (200, {"code": 7, "rid": "from-body", "msg": "hint: [fromtext]"}, {"X-Log-Id": "from-header"}, "from-body"),
+        (200, {"code": 7, "msg": "hint: [fromtext]"}, {"X-Log-Id": "from-header"}, "fromtext"),
+        (200, {"code": 7, "msg": "no hint"}, {"X-Log-Id": "from-header", "X-Request-Id": "second"}, "from-header"),
+        (200, {"code": 7}, {"X-Request-Id": "second"}, "second"),
+        (200, {"code": 7}, {}, None),
+        (502, b"<html>bad gateway</html>", {"X-Log-Id": "gw-1"}, "gw-1"),  # classified by its status
+    ],
+)
+def test_request_id_from_body_message_or_header(
+    general: Policy, status: int, body: Any, headers: dict[str, str], request_id: str | None
+) -> None:
+    response = (
+        httpx.Response(status, content=body, headers=headers)
+        if isinstance(body, bytes)
+        else httpx.Response(status, json=body, headers=headers)
+    )
+    assert _must(general.classify(response)).request_id == request_id
+
+
+def test_extra_fields_reach_the_classification(general: Policy) -> None:
+    body = {"code": 7, "params": {"new_id": -1001234567890, "blob": {"a": [1]}, "flag": False}}
+    c = _must(general.classify(_json(400, body)))
+    assert c.extra == {"new_id": -1001234567890, "blob": '{"a": [1]}', "flag": False}
+    assert c.as_dict()["extra"] == c.extra
+    assert Classification(**c.as_dict()) == c  # as_dict() round-trips (a shared store sends it as JSON)
+    long = _must(general.classify(_json(400, {"code": 7, "params": {"new_id": "x" * 900}})))
+    assert long.extra == {"new_id": "x" * 500}
+    assert _must(general.classify(_json(400, {"code": 7}))).extra == {}
+    assert _must(general.classify(_json(400, {"ok": False, "params": {"flag": True}}))).extra == {"flag": True}
+
+
+def test_success_scan_with_string_codes_and_a_boolean_failure(general: Policy) -> None:
+    """The regex proof of success holds for string success codes and a boolean failure value:
+    it proves only what a full decode would call a success."""
+    scan = general._success_scan
+    assert scan is not None
+    slow = dataclasses.replace(general)
+    object.__setattr__(slow, "_success_scan", None)
+    cases = [
+        (b'{"ok":true,"data":{"x":1}}', True),
+        (b'{"ok": true, "code": 0}', True),
+        (b'{"code":"OK","ok":true}', True),
+        (b'{"ok":false}', False),
+        (b'{"ok":0}', False),  # not proved (a number), but decoded: a success (0 is not false)
+        (b'{"ok":null}', True),
+        (b'{"ok":"false"}', True),
+        (b'{"code":"channel_not_found","ok":true}', False),
+        (b'{"code":"OKAY"}', False),
+        (b'{"ok":true,"ok":false}', False),
+        (b'{"ok":true,"x":"\\u0022ok\\u0022:false"}', False),  # an escape: decoded
+    ]
+    for body, proved in cases:
+        assert scan.proves_success(body) is proved, body
+        assert general.classify(_response(200, body)) == slow.classify(_response(200, body)), body

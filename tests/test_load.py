@@ -10,6 +10,8 @@ import pytest
 
 import retrypolicy
 from retrypolicy import Category, Policy, PolicyError, load_policy
+from retrypolicy._load import SHIPPED_POLICIES
+from retrypolicy._policy import WaitHint
 
 
 def _write(tmp_path: Path, text: str, name: str = "policy.toml") -> Path:
@@ -494,3 +496,271 @@ def test_fixed_file_loads_after_an_error(tmp_path: Path) -> None:
     # a fixed file loads
     path.write_text(textwrap.dedent(_HEAD + _OK_RULE), encoding="utf-8")
     assert len(load_policy(path).rules) == 1
+
+
+# -- general table features: string codes, message patterns, wait hints, header ids, extra, path tokens
+
+
+def test_every_shipped_table_loads_by_name_and_is_a_file() -> None:
+    policies_dir = Path(__file__).resolve().parent.parent / "policies"
+    assert sorted(SHIPPED_POLICIES) == sorted(p.stem for p in policies_dir.glob("*.toml"))
+    assert set(retrypolicy.BUILTIN_POLICIES) <= set(SHIPPED_POLICIES)
+    for name in SHIPPED_POLICIES:
+        policy = load_policy(name)
+        assert policy.platform == name
+        assert load_policy(name) is policy  # cached
+
+
+def test_unknown_platform_name_lists_every_shipped_table() -> None:
+    _expect_error("slak", "unknown platform", "slack", "telegram", "dingtalk_v1", "wecom", "feishu")
+
+
+def test_string_codes_subcodes_and_success_codes(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        platform = "strings"
+        success_codes = ["OK", 0]
+
+        [extract]
+        code = ["code"]
+        subcode = ["sub"]
+
+        [[rules]]
+        code = "Forbidden.AccessDenied.AccessTokenInvalid"
+        category = "token-refresh"
+        description = "A string code."
+
+        [[rules]]
+        code = 15
+        subcode = "isp.-1"
+        category = "retryable"
+        description = "A string subcode."
+        """,
+    )
+    policy = load_policy(path)
+    assert policy.success_codes == frozenset({"OK", 0})
+    rule = policy.rule_for("Forbidden.AccessDenied.AccessTokenInvalid")
+    assert rule is not None and rule.code == "Forbidden.AccessDenied.AccessTokenInvalid"
+    assert rule.label == "Forbidden.AccessDenied.AccessTokenInvalid"
+    sub = policy.rule_for(15, "isp.-1")
+    assert sub is not None and sub.label == "15/isp.-1"
+    assert policy.rule_for("forbidden.accessdenied.accesstokeninvalid") is None  # case matters
+
+
+def test_extends_keys_on_code_subcode_and_pattern(tmp_path: Path) -> None:
+    """An override replaces only the rule with its code, subcode and pattern; the other patterns
+    of that code stay, and the user's own patterns are tried before the built-in ones."""
+    base = load_policy("telegram")
+    before = [r for r in base.rules if r.code == 403]
+    path = _write(
+        tmp_path,
+        """\
+        extends = "telegram"
+
+        [[rules]]
+        code = 403
+        message_pattern = '(?i)bot was blocked by the user|USER_IS_BLOCKED'
+        category = "fatal"
+        description = "We drop users who blocked us."
+
+        [[rules]]
+        code = 403
+        message_pattern = '(?i)kicked'
+        category = "fatal"
+        description = "Our own wording for a kick, tried first."
+        """,
+    )
+    policy = load_policy(path)
+    after = [r for r in policy.rules if r.code == 403]
+    assert len(after) == len(before) + 1  # one replaced, one added
+    blocked = policy.rule_for(403, None, "Forbidden: bot was blocked by the user")
+    assert blocked is not None and blocked.description == "We drop users who blocked us."
+    kicked = policy.rule_for(403, None, "Forbidden: bot was kicked from the supergroup chat")
+    assert kicked is not None and kicked.description == "Our own wording for a kick, tried first."
+    deactivated = policy.rule_for(403, None, "Forbidden: user is deactivated")
+    assert deactivated is not None and deactivated == base.rule_for(403, None, "Forbidden: user is deactivated")
+    plain = policy.rule_for(403)
+    assert plain is not None and plain == base.rule_for(403)
+    # and the built-in table is untouched
+    assert base.rule_for(403, None, "Forbidden: bot was blocked by the user") != blocked
+
+
+def test_extends_a_new_table_keeps_its_wire_format(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'extends = "telegram"\n[retry]\nmax_attempts = 2\n')
+    policy = load_policy(path)
+    base = load_policy("telegram")
+    assert (policy.token, policy.wait_hint, policy.extract) == (base.token, base.wait_hint, base.extract)
+    assert policy.retry.max_attempts == 2
+
+
+_PATTERN_RULE = 'code = 2\ncategory = "fatal"\ndescription = "Two."\nmessage_pattern = '
+
+
+@pytest.mark.parametrize(
+    ("rule", "fragments", "field"),
+    [
+        ('code = "40014"\ncategory = "fatal"\ndescription = "Two."', ["'code'", "40014 as an integer"], "code"),
+        ('code = " x"\ncategory = "fatal"\ndescription = "Two."', ["'code'", "surrounding spaces"], "code"),
+        ('code = ""\ncategory = "fatal"\ndescription = "Two."', ["'code'", "printable"], "code"),
+        ('code = "a\\nb"\ncategory = "fatal"\ndescription = "Two."', ["'code'", "printable"], "code"),
+        ('code = 1.5\ncategory = "fatal"\ndescription = "Two."', ["'code'", "integer or a string"], "code"),
+        ('code = 2\nsubcode = "7"\ncategory = "fatal"\ndescription = "Two."', ["'subcode'", "integer"], "subcode"),
+        ('code = 2\nsubcode = [1]\ncategory = "fatal"\ndescription = "Two."', ["'subcode'"], "subcode"),
+        (
+            _PATTERN_RULE + "'(unclosed'",
+            ["rules[1] (code 2 /(unclosed/)", "invalid regular expression"],
+            "message_pattern",
+        ),
+        (_PATTERN_RULE + "'a*|b'", ["rules[1]", "empty message"], "message_pattern"),
+        (_PATTERN_RULE + "''", ["rules[1]", "non-empty regular expression"], "message_pattern"),
+        (_PATTERN_RULE + "5", ["rules[1]", "regular expression"], "message_pattern"),
+        (
+            'range = [5, 9]\ncategory = "fatal"\ndescription = "Two."\nmessage_pattern = "x"',
+            ["rules[1]", "not with a range"],
+            "message_pattern",
+        ),
+        (
+            'message_pattern = "x"\nsubcode = 3\ncategory = "fatal"\ndescription = "Two."',
+            ["rules[1] (message_pattern /x/)", "single code"],
+            "subcode",
+        ),
+    ],
+    ids=[
+        "code-digits-as-string",
+        "code-padded",
+        "code-empty",
+        "code-two-lines",
+        "code-float",
+        "subcode-digits-as-string",
+        "subcode-list",
+        "pattern-bad-regex",
+        "pattern-matches-empty",
+        "pattern-empty",
+        "pattern-not-text",
+        "pattern-with-range",
+        "pattern-only-with-subcode",
+    ],
+)
+def test_bad_general_rule(tmp_path: Path, rule: str, fragments: list[str], field: str) -> None:
+    body = textwrap.indent(rule, "    ")
+    path = _write(tmp_path, _HEAD + _OK_RULE + "    [[rules]]\n" + body + "\n")
+    err = _expect_error(path, str(path), f"field {field!r}", *fragments)
+    assert err.field == field
+    assert err.rule is not None and err.rule.startswith("rules[1]")
+
+
+def test_duplicate_pattern_rules(tmp_path: Path) -> None:
+    rule = (
+        '    [[rules]]\n    code = 1\n    message_pattern = "busy"\n    category = "fatal"\n    description = "B."\n\n'
+    )
+    path = _write(tmp_path, _HEAD + _OK_RULE + rule + rule)
+    _expect_error(path, "rules[2] (code 1 /busy/)", "field 'message_pattern'", "duplicate code 1 /busy/", "rules[1]")
+    alone = '    [[rules]]\n    message_pattern = "busy"\n    category = "fatal"\n    description = "B."\n\n'
+    path = _write(tmp_path, _HEAD + alone + alone, name="alone.toml")
+    _expect_error(path, "rules[1] (message_pattern /busy/)", "duplicate message pattern /busy/", "rules[0]")
+    # the same pattern on two codes, and the same code with and without it, are fine
+    other = rule.replace("code = 1", "code = 2")
+    assert len(load_policy(_write(tmp_path, _HEAD + _OK_RULE + rule + other, name="ok.toml")).rules) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments", "field"),
+    [
+        ('extends = "wechat"\nsuccess_codes = ["1"]\n', ["'success_codes'", "as an integer"], "success_codes"),
+        ('extends = "wechat"\nsuccess_codes = [true]\n', ["'success_codes'", "integer or a string"], "success_codes"),
+        ('extends = "wechat"\n[wait_hint]\nunit = "s"\n', ["exactly one of 'header' or 'path'"], "wait_hint"),
+        ('extends = "wechat"\n[wait_hint]\nheader = "a"\npath = "b"\n', ["exactly one"], "wait_hint"),
+        ('extends = "wechat"\n[wait_hint]\nheader = "X-Reset"\nunit = "min"\n', ["min", "epoch_ms"], "wait_hint.unit"),
+        ('extends = "wechat"\n[wait_hint]\nheader = "X Reset"\n', ["header name"], "wait_hint.header"),
+        ('extends = "wechat"\n[wait_hint]\npath = ["a", "b"]\n', ["one dotted path"], "wait_hint.path"),
+        ('extends = "wechat"\n[wait_hint]\npath = 5\n', ["dotted paths"], "wait_hint.path"),
+        ('extends = "wechat"\n[wait_hint]\nheadr = "x"\n', ["unknown key"], "wait_hint.headr"),
+        ('extends = "wechat"\nwait_hint = 5\n', ["table"], "wait_hint"),
+        (
+            'extends = "wechat"\n[extract]\nrequest_id_header = "Authorization"\n',
+            ["names a secret"],
+            "extract.request_id_header",
+        ),
+        (
+            'extends = "wechat"\n[extract]\nrequest_id_header = ["X-Log-Id", 5]\n',
+            ["header names"],
+            "extract.request_id_header",
+        ),
+        ('extends = "wechat"\n[extract]\nextra = ["a"]\n', ["table of name"], "extract.extra"),
+        ('extends = "wechat"\n[extract]\nextra = { refresh_token = "t" }\n', ["secret"], "extract.extra.refresh_token"),
+        ('extends = "wechat"\n[extract]\nextra = { "new-id" = "a.b" }\n', ["letters"], "extract.extra.new-id"),
+        (
+            'extends = "wechat"\n[extract]\nextra = { new_id = ["a", "b"] }\n',
+            ["one dotted path"],
+            "extract.extra.new_id",
+        ),
+        ('extends = "wechat"\n[extract]\nextra = { new_id = 5 }\n', ["dotted paths"], "extract.extra.new_id"),
+        ('extends = "wechat"\n[extract]\nfailure = { path = "ok", value = 1.5 }\n', ["true/false"], "extract.failure"),
+        ('extends = "wechat"\n[token]\nlocation = "path"\n', ["needs a prefix"], "token.prefix"),
+        ('extends = "wechat"\n[token]\nlocation = "path"\nprefix = "b/t"\n', ["prefix"], "token.prefix"),
+        ('extends = "telegram"\n[token]\nafter = ["file"]\n', ["path prefixes"], "token.after"),
+        ('extends = "wechat"\n[token]\nprefix = "bot"\n', ['only for location = "path"'], "token.prefix"),
+        ('extends = "wechat"\n[token]\nlocation = "header"\nname = ""\n', ["non-empty"], "token.name"),
+    ],
+    ids=[
+        "success-code-digits-string",
+        "success-code-bool",
+        "wait-hint-neither",
+        "wait-hint-both",
+        "wait-hint-unit",
+        "wait-hint-header-name",
+        "wait-hint-two-paths",
+        "wait-hint-path-type",
+        "wait-hint-key",
+        "wait-hint-not-table",
+        "request-id-header-secret",
+        "request-id-header-type",
+        "extra-not-table",
+        "extra-secret-name",
+        "extra-bad-name",
+        "extra-two-paths",
+        "extra-path-type",
+        "failure-float",
+        "path-token-no-prefix",
+        "path-token-bad-prefix",
+        "path-token-bad-after",
+        "prefix-on-query",
+        "header-without-name",
+    ],
+)
+def test_bad_general_setting(tmp_path: Path, text: str, fragments: list[str], field: str) -> None:
+    path = _write(tmp_path, text)
+    err = _expect_error(path, str(path), f"field {field!r}", *fragments)
+    assert err.rule is None
+    assert err.field == field
+
+
+def test_general_settings_load(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        extends = "wechat"
+
+        [extract]
+        request_id_header = "X-Tt-Logid"
+        failure = { path = "ok", value = false }
+        extra = { new_id = "parameters.migrate_to_chat_id" }
+
+        [wait_hint]
+        header = "X-Ogw-Ratelimit-Reset"
+        unit = "epoch_ms"
+
+        [token]
+        location = "path"
+        prefix = "bot"
+        after = ["/file", "/a/file"]
+        """,
+    )
+    policy = load_policy(path)
+    assert policy.extract.request_id_header == ("x-tt-logid",)
+    assert policy.extract.failure == (("ok",), False)
+    assert policy.extract.extra == (("new_id", ("parameters", "migrate_to_chat_id")),)
+    assert policy.wait_hint == WaitHint(header="x-ogw-ratelimit-reset", unit="epoch_ms")
+    assert policy.token.location == "path" and policy.token.prefix == "bot"
+    assert policy.token.after == ("/a/file", "/file")  # the longest prefix is tried first
