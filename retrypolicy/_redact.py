@@ -7,7 +7,8 @@ The rule (stated in the README, "What is redacted, and by which rule"):
   secret, sig, passw, ticket, key), or is in the fixed lists :data:`SECRET_PARAMS` /
   :data:`SECRET_HEADERS` (authorization, cookie, authorization codes, ...);
 * ``Bearer ...`` / ``Basic ...`` credentials in free text;
-* known secret values (the current tokens, the token of the request), wherever they appear.
+* known secret values (the current tokens, the token of the request), wherever they appear;
+* a bot token in a URL path (Telegram's ``/bot<id>:<secret>/...``), in URLs and in free text.
 
 Exceptions we raise are chained only to a scrubbed stand-in of their cause (:func:`raise_from`).
 """
@@ -30,6 +31,7 @@ __all__ = [
     "is_secret_name",
     "raise_from",
     "redact_headers",
+    "redact_path_token",
     "redact_url",
     "scrub",
     "stand_in",
@@ -76,6 +78,8 @@ _PAIR = re.compile(
     re.VERBOSE,
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# a bot token as a URL path segment: /bot<digits>:<secret> (the colon may be percent-encoded)
+_PATH_TOKEN = re.compile(r"(/bot)\d+(?::|%3[Aa])[A-Za-z0-9_-]+")
 _SHORTEST = 4  # known values shorter than this are not searched for (they would match everywhere)
 
 
@@ -98,11 +102,17 @@ def redact_url(url: httpx.URL | str) -> str:
         items = u.params.multi_items()
         if any(is_secret_name(k) for k, _ in items):
             u = u.copy_with(params=[(k, REDACTED if is_secret_name(k) else v) for k, v in items])
-    text = str(u).replace("%2A%2A%2A", REDACTED)
+    text = redact_path_token(str(u).replace("%2A%2A%2A", REDACTED))
     if u.fragment:  # OAuth's implicit flow returns #access_token=...
         head, _, fragment = text.partition("#")
         text = f"{head}#{scrub(fragment)}"
     return text
+
+
+def redact_path_token(text: str) -> str:
+    """Text with every bot token in a URL path replaced: ``/bot123456:ABC-DEF.../getMe`` ->
+    ``/bot***/getMe`` (Telegram puts the token there: ``/bot<token>/...``, ``/file/bot<token>/...``)."""
+    return _PATH_TOKEN.sub(r"\1" + REDACTED, text) if "/bot" in text else text
 
 
 def redact_headers(headers: httpx.Headers | Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -133,7 +143,7 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
             text = _without(text, secret)
     if "=" in text or ":" in text:
         text = _PAIR.sub(_pair, text)
-    return _BEARER.sub(lambda m: m.group(1) + " " + REDACTED, text)
+    return redact_path_token(_BEARER.sub(lambda m: m.group(1) + " " + REDACTED, text))
 
 
 def _without(text: str, secret: str) -> str:
