@@ -1,11 +1,20 @@
-"""Interleaved measurement of contenders in one process: wall clock, and user-space CPU
-instructions counted with Linux's ``perf_event_open``.
+"""Interleaved measurement of contenders in one process.
 
-Instructions are the figure to read on a shared machine: wall clock there moves by ±5-10% from
-run to run, while an instruction count of the same work repeats to within a few hundred per
-request. Self-monitoring of user space is allowed at the kernel's default
-``perf_event_paranoid`` (2); a machine that forbids it (or has no hardware counters, as some
-VMs) makes :func:`counter` return ``None``, and the benchmarks then print wall clock only.
+Two ways to run the contenders' batches, each in a new random order every round, so that all of
+them suffer the machine's noise alike:
+
+* :func:`as_users_run`: wall clock with the garbage collector ON and left alone, as users'
+  processes run. A contender that allocates more pays for the collections it causes. Many
+  rounds of small batches (by default 5 of 10 requests per contender): each round gives one
+  sample per contender, the figure is a median, and the per-round ratio to a baseline
+  (:func:`paired`) cancels the drift of a shared machine.
+* :func:`interleaved`: the garbage collector paused during each batch, user-space CPU
+  instructions counted with Linux's ``perf_event_open`` beside the wall clock. An instruction
+  count of the same work repeats to within a few hundred per request, so it shows differences the
+  wall clock hides; but it leaves out the collections users pay for, so it is a second figure,
+  labelled as such. Self-monitoring of user space is allowed at the kernel's default
+  ``perf_event_paranoid`` (2); a machine that forbids it (or has no hardware counters, as some
+  VMs) makes :func:`counter` return ``None``, and the benchmarks then print wall clock only.
 """
 
 from __future__ import annotations
@@ -82,13 +91,18 @@ def counter() -> InstructionCounter | None:
 
 @dataclass(frozen=True)
 class Figures:
-    """Medians per request over the rounds."""
+    """Medians per request over the rounds of :func:`interleaved` (garbage collector paused)."""
 
     micros: float
     instructions: float | None  # None: not counted
 
 
 Batch = Callable[[int], None]  # sends that many requests, one after another
+
+
+def _warm(runs: Mapping[str, Batch], requests: int = 200) -> None:
+    for run in runs.values():
+        run(requests)
 
 
 def _batch(run: Batch, requests: int, count: InstructionCounter | None) -> tuple[float, float | None]:
@@ -111,10 +125,10 @@ def _batch(run: Batch, requests: int, count: InstructionCounter | None) -> tuple
 def interleaved(
     runs: Mapping[str, Batch], requests: int, rounds: int, count: InstructionCounter | None
 ) -> dict[str, Figures]:
-    """Each contender's batches, in a new random order each round, after a warm-up of 200
-    requests each (imports, caches, the interpreter's specialisation)."""
-    for run in runs.values():
-        run(200)
+    """Each contender's batches with the garbage collector paused (see :func:`_batch`), in a new
+    random order each round, after a warm-up of 200 requests each. The figure beside
+    :func:`as_users_run`'s, not instead of it: users' processes pay for collections."""
+    _warm(runs)
     shuffle = random.Random(0).shuffle  # the same orders in every run
     micros: dict[str, list[float]] = {name: [] for name in runs}
     counts: dict[str, list[float]] = {name: [] for name in runs}
@@ -130,3 +144,60 @@ def interleaved(
         name: Figures(statistics.median(micros[name]), statistics.median(counts[name]) if counts[name] else None)
         for name in runs
     }
+
+
+def as_users_run(
+    runs: Mapping[str, Batch], requests: int, rounds: int, batches: int = 1, seed: int = 0
+) -> dict[str, list[float]]:
+    """µs per request of each contender, one sample per round, with the garbage collector on and
+    never forced: collections fall where the contenders' allocations put them, so one that
+    allocates more pays for more of them, as in a user's process.
+
+    A round is ``batches`` batches of ``requests`` requests per contender, interleaved in a new
+    random order each time; its sample is the contender's total over them. Small batches keep a
+    contender's batches close in time to the others' (a slow spell of a shared machine falls on all
+    alike); a round long enough to span a few collections puts their cost into every sample, where
+    a median of small batches alone would leave it out. After a warm-up of 200 requests each
+    (imports, caches, the interpreter's specialisation)."""
+    _warm(runs)
+    shuffle = random.Random(seed).shuffle
+    micros: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    clock = time.perf_counter
+    for _ in range(rounds):
+        spent = dict.fromkeys(runs, 0.0)
+        for _ in range(batches):
+            shuffle(order)
+            for name in order:
+                run = runs[name]
+                start = clock()
+                run(requests)
+                spent[name] += clock() - start
+        for name, seconds in spent.items():
+            micros[name].append(seconds / (requests * batches) * 1e6)
+    return micros
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One contender's samples against the baseline's, round by round."""
+
+    micros: float  # median µs per request
+    ratio: float  # median of the per-round ratios contender / baseline
+    low: float  # first quartile of those ratios
+    high: float  # third quartile
+
+    @property
+    def extra(self) -> float:
+        """µs per request above the baseline, as the median ratio puts it: this contender's
+        median less that median divided by the ratio."""
+        return (self.ratio - 1) * self.micros / self.ratio
+
+
+def paired(samples: list[float], base: list[float]) -> Paired:
+    """Median, and the median and interquartile range of the ratios to ``base`` taken round by
+    round (both batches ran within milliseconds of each other, so slow spells of a shared machine
+    cancel out)."""
+    ratios = [s / b for s, b in zip(samples, base, strict=True)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    return Paired(statistics.median(samples), statistics.median(ratios), q1, q3)
