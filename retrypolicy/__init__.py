@@ -4,9 +4,9 @@ transient, renews expired tokens once, and stops on what needs a person or can n
 Public API (everything else is private)::
 
     load_policy(name_or_path) -> Policy          Policy.classify(response) -> Classification | None
-    RetryTransport / AsyncRetryTransport         Token, RetrySettings, set_testing()
+    RetryTransport / AsyncRetryTransport         Token, RetrySettings, set_testing() -> TestingMode
     TokenStore, MemoryTokenStore, RedisTokenStore  sharing one token between transports and processes
-    Category, Classification, Rule               the exception tree (see retrypolicy._errors)
+    Category, Classification, Rule, AttemptRecord  the exception tree (see retrypolicy._errors)
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 
-from ._core import EXTENSION, is_testing, set_testing
+from ._clock import TestingMode, is_testing, set_testing
+from ._core import EXTENSION
+from ._decide import AttemptRecord
 from ._errors import (
     ConfigurationError,
     CooldownActive,
@@ -28,7 +30,7 @@ from ._errors import (
     TokenRefreshFailed,
     UserActionRequired,
 )
-from ._load import BUILTIN_POLICIES, load_policy
+from ._load import BUILTIN_POLICIES, SHIPPED_POLICIES, load_policy
 from ._overload import ActiveCooldown, RetryBudget, Snapshot
 from ._policy import Category, Classification, Cooldown, Policy, RetrySettings, Rule, TokenPlacement
 from ._redact import redact_url
@@ -45,38 +47,41 @@ except _NotInstalled:  # a source tree that was never installed
 __all__ = [
     "BUILTIN_POLICIES",
     "EXTENSION",
+    "SHIPPED_POLICIES",
     "ActiveCooldown",
-    "Cooldown",
-    "CooldownActive",
-    "RetryBudget",
-    "RetryBudgetExhausted",
-    "Snapshot",
     "AsyncRetryTransport",
     "AsyncTokenHook",
+    "AttemptRecord",
     "Category",
     "Classification",
     "ConfigurationError",
+    "Cooldown",
+    "CooldownActive",
+    "MemoryTokenStore",
     "Policy",
     "PolicyError",
+    "RedisTokenStore",
     "RequestFailed",
     "RequestRejected",
     "ResendUnsafe",
     "RetriesExhausted",
+    "RetryBudget",
+    "RetryBudgetExhausted",
     "RetryPolicyError",
     "RetrySettings",
     "RetryTransport",
     "Rule",
+    "Snapshot",
+    "TestingMode",
     "Token",
     "TokenHook",
     "TokenPlacement",
     "TokenRefreshFailed",
+    "TokenStore",
     "UserActionRequired",
     "__version__",
     "is_testing",
     "load_policy",
     "redact_url",
     "set_testing",
-    "MemoryTokenStore",
-    "RedisTokenStore",
-    "TokenStore",
 ]

@@ -1,52 +1,64 @@
-"""The decision core shared by RetryTransport and AsyncRetryTransport.
+"""The core shared by RetryTransport and AsyncRetryTransport: the fast path and the flow.
 
-Two layers, both free of I/O:
-
-* :func:`decide` is a pure function: (classification, state, limits) -> :class:`Decision`.
-  :class:`RetryState` is immutable; each attempt gives a new one with its history (urllib3 style).
+* :func:`~retrypolicy._decide.decide` is pure: (classification, state, limits) -> decision.
 * :meth:`RetryCore.flow` is a sans-IO generator, like httpx's ``auth_flow``: it yields actions
   (the ``httpx.Request`` to send, as ``auth_flow`` does, or a :class:`Read`, :class:`Close`,
   :class:`Sleep`, :class:`FetchToken`, :class:`RenewToken` or :class:`StoreCall`) and receives
-  their results. The sync and async transports drive it with a loop of a dozen lines each; they
-  own every socket, sleep, lock and store call.
+  their results. One :class:`_Exchange` per request holds what the flow works out once (lane,
+  limits, token, body replay, retry state, counters, redacted URL); its steps are named
+  sub-generators: prepare, gate, attempt, judge, act, give up.
+* :meth:`RetryCore.ready` and :meth:`RetryCore.settle` make the first attempt without the flow;
+  only a failure starts it, handing over what :meth:`settle` classified.
+
+The drivers (``_transport.py``) own every socket, sleep, lock and store call, and no logic.
 """
 
 from __future__ import annotations
 
-import email.utils
+import contextlib
 import fnmatch
 import functools
-import json
 import math
-import random
 import time
 from collections.abc import Callable, Collection, Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import httpx
-import tenacity
-from httpx._multipart import MultipartStream
 
+from ._bodies import ORIGIN, mark_redirect, no_rewind, origin, readable, recipient_of, redirected, replayer
+from ._clock import monotonic
 from ._config import host_key
+from ._decide import _FIRST_ATTEMPT, AttemptRecord, Decision, Limits, backoff, decide
 from ._errors import (
     ConfigurationError,
     CooldownActive,
     RequestFailed,
-    RequestRejected,
     ResendUnsafe,
-    RetriesExhausted,
     RetryBudgetExhausted,
     TokenRefreshFailed,
-    UserActionRequired,
 )
 from ._log import as_logger
 from ._overload import Bucket, Budgets, Cooldowns, RetryBudget, Snapshot, Stats
-from ._policy import Category, Classification, Policy, RetrySettings, TokenPlacement
+from ._placement import token_in, with_token
+from ._policy import Category, Classification, Policy, RetrySettings
 from ._redact import raise_from, redact_url, scrub
 from ._token import AsyncTokenManager, TokenHookError, TokenManager
 
-__all__ = ["EXTENSION", "Decision", "RetryCore", "RetryState", "decide", "parse_retry_after"]
+__all__ = [
+    "EXTENSION",
+    "Action",
+    "Close",
+    "FetchToken",
+    "First",
+    "Flow",
+    "Lane",
+    "Read",
+    "RenewToken",
+    "RetryCore",
+    "Sleep",
+    "StoreCall",
+]
 
 EXTENSION = "retrypolicy"
 """Key of per-request options in ``request.extensions`` and of the classification in
@@ -54,26 +66,12 @@ EXTENSION = "retrypolicy"
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_REPLAYABLE = (httpx.ByteStream, MultipartStream)  # bytes, and multipart whose files are rewound
+# raised while the request is being built or its headers written: never sent, and sending it again
+# would fail the same way (an illegal header value, a URL scheme no transport speaks)
+_UNSENDABLE = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 _REQUEST_OPTIONS = frozenset({"retry", "max_attempts", "deadline", "idempotent"})
-
-_testing_scale: float | None = None
-
-
-def set_testing(testing: bool, *, scale: float = 0.0) -> None:
-    """Testing mode: every backoff wait is multiplied by ``scale`` (zero by default).
-
-    Decisions, attempts and log events stay exactly as in production; only the sleeping goes.
-    """
-    global _testing_scale
-    if not (isinstance(scale, (int, float)) and 0 <= scale <= 1):
-        raise ConfigurationError(f"scale must be a number from 0 to 1, got {scale!r}")
-    _testing_scale = float(scale) if testing else None
-
-
-def is_testing() -> bool:
-    """Whether :func:`set_testing` is on."""
-    return _testing_scale is not None
+_LEVELS = {"gave_up": "error", "token_reused": "debug"}  # every other event is a warning
+_SHORT_HISTORY = 6  # attempts a message lists in full
 
 
 # -- actions the flow yields -----------------------------------------------------------------
@@ -116,220 +114,19 @@ class RenewToken:
 @dataclass(frozen=True, slots=True)
 class First:
     """A first attempt the driver made on its own (see :meth:`RetryCore.ready`) that did not
-    succeed: :meth:`RetryCore.flow` takes over from it as if it had made it itself."""
+    succeed: :meth:`RetryCore.flow` takes over from it as if it had made it itself, with the
+    classification :meth:`RetryCore.settle` gave it (``None`` when sending raised ``error``)."""
 
     sent: httpx.Request
     started: float
     response: httpx.Response | None
     error: Exception | None
+    classification: Classification | None = None
 
 
 Action: TypeAlias = httpx.Request | Read | Close | Sleep | FetchToken | RenewToken | StoreCall
 Flow: TypeAlias = Generator[Action, Any, httpx.Response]
-
-
-# -- the pure decision -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One failed attempt: what it was classified as and what was decided."""
-
-    attempt: int
-    code: int | None
-    category: Category
-    action: str
-    delay: float
-
-
-@dataclass(frozen=True, slots=True)
-class RetryState:
-    """Where one logical request stands. Immutable: :meth:`next` returns a new state."""
-
-    attempt: int = 1
-    renewals: int = 0
-    history: tuple[AttemptRecord, ...] = ()
-
-    def next(self, classification: Classification, decision: Decision) -> RetryState:
-        record = AttemptRecord(
-            self.attempt, classification.code, classification.category, decision.action, decision.delay
-        )
-        return RetryState(
-            attempt=self.attempt + 1,
-            renewals=self.renewals + (decision.action == "renew"),
-            history=(*self.history, record),
-        )
-
-
-_FIRST_ATTEMPT = RetryState()
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: Literal["retry", "renew", "give_up"]
-    delay: float = 0.0
-    error: type[RequestFailed] | None = None
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The effective limits of one request (table defaults, transport and request overrides)."""
-
-    max_attempts: int
-    initial_delay: float
-    max_delay: float
-    deadline: float
-    max_renewals: int
-
-
-def backoff(limits: Limits, attempt: int, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff after ``attempt`` (1-based), computed by tenacity."""
-    wait = tenacity.wait_random_exponential(multiplier=limits.initial_delay, max=limits.max_delay)
-    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    if rng is None:
-        return float(wait(state))
-    high = min(limits.max_delay, limits.initial_delay * 2 ** (attempt - 1))
-    return rng.uniform(0, high)
-
-
-def decide(
-    classification: Classification,
-    state: RetryState,
-    limits: Limits,
-    *,
-    elapsed: float,
-    resend_safe: bool,
-    unsafe_reason: str = "",
-    can_renew: bool,
-    retry_after: float | None = None,
-    wait: float | None = None,
-) -> Decision:
-    """What to do after a failed attempt. A pure function of its arguments.
-
-    ``wait`` is the backoff for this attempt (from :func:`backoff`); the delay is the largest of
-    it, the rule's ``min_delay`` and ``retry_after``.
-    """
-    category = classification.category
-    if category is Category.USER_ACTION:
-        return Decision("give_up", error=UserActionRequired, reason="a person must act")
-    if category is Category.FATAL:
-        return Decision("give_up", error=RequestRejected, reason="the request cannot succeed unchanged")
-    if not resend_safe:
-        return Decision("give_up", error=ResendUnsafe, reason=unsafe_reason)
-    if category is Category.TOKEN_REFRESH:
-        if not can_renew:
-            return Decision("give_up", error=TokenRefreshFailed, reason="no token hook is configured")
-        if state.renewals >= limits.max_renewals:
-            return Decision(
-                "give_up",
-                error=TokenRefreshFailed,
-                reason=f"the platform rejected the token after {state.renewals} renewal(s)",
-            )
-        return Decision("renew")
-    if state.attempt >= limits.max_attempts:
-        return Decision("give_up", error=RetriesExhausted, reason=f"no attempts left ({limits.max_attempts} allowed)")
-    delay = max(wait if wait is not None else 0.0, classification.min_delay, retry_after or 0.0)
-    if elapsed + delay > limits.deadline:
-        return Decision(
-            "give_up",
-            error=RetriesExhausted,
-            reason=f"a {delay:.3g} s wait would pass the {limits.deadline:g} s deadline",
-        )
-    return Decision("retry", delay=delay)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or HTTP date); None if absent, bad or past."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when is None or when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    return min(seconds, 86400.0)
-
-
-# -- request helpers -------------------------------------------------------------------------
-
-
-def token_in(request: httpx.Request, placement: TokenPlacement) -> str | None:
-    if placement.location == "query":
-        if placement.name.encode() + b"=" not in request.url.query:  # cheap test before parsing the query
-            return None
-        return request.url.params.get(placement.name) or None
-    value = request.headers.get(placement.name)
-    if not value:
-        return None
-    if placement.scheme and value[: len(placement.scheme) + 1].lower() == placement.scheme.lower() + " ":
-        value = value[len(placement.scheme) + 1 :]
-    return value.strip() or None
-
-
-def with_token(request: httpx.Request, placement: TokenPlacement, token: str) -> httpx.Request:
-    """A copy of the request with the token where the platform expects it.
-
-    Never in place: httpx logs the client's own request URL at INFO, so a token written into it
-    would reach the logs; and the inner transport keeps what it was sent.
-    """
-    url, headers = request.url, request.headers
-    if placement.location == "query":
-        url = _url_with_param(str(url), placement.name, token)
-    else:
-        headers = headers.copy()
-        headers[placement.name] = placement.header_value(token)
-    return httpx.Request(request.method, url, headers=headers, stream=request.stream, extensions=request.extensions)
-
-
-@functools.lru_cache(maxsize=256)
-def _url_with_param(url: str, name: str, value: str) -> httpx.URL:
-    # httpx parses and validates a URL in ~15 us; most apps call a few endpoints with one token at a
-    # time, so the rewritten URLs are cached (in memory only; the key holds the token).
-    return httpx.URL(url).copy_set_param(name, value)
-
-
-def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
-    """The recipient named in a JSON request body (the table's ``recipient`` paths), if any."""
-    if not isinstance(request.stream, httpx.ByteStream):
-        return None
-    try:
-        body = json.loads(b"".join(request.stream))  # a ByteStream yields its bytes, again and again
-    except (ValueError, RecursionError):
-        return None
-    for path in policy.recipient:
-        value: object = body
-        for key in path:
-            if isinstance(key, int):
-                value = value[key] if isinstance(value, list) and -len(value) <= key < len(value) else None
-            else:
-                value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return str(value)
-    return None
-
-
-def readable(response: httpx.Response, max_bytes: int) -> bool:
-    """Should the body be read for an error code? Only small JSON or text bodies with a length."""
-    length = response.headers.get("content-length")
-    if length is None or not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
-        return False
-    ctype = response.headers.get("content-type", "").lower()
-    return not ctype or "json" in ctype or ctype.startswith("text/")
-
-
-# -- the flow --------------------------------------------------------------------------------
-
-Logger: TypeAlias = Any  # a structlog BoundLogger
+Step: TypeAlias = Generator[Action, Any, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,9 +155,9 @@ class RetryCore:
         retry: RetrySettings | None,
         max_renewals: int,
         raise_on: Collection[Category],
-        logger: Logger | None,
+        logger: Any,
         budget: RetryBudget | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.policies = policies
@@ -405,38 +202,35 @@ class RetryCore:
         return self._lanes.get(url.host) or self._lanes.get("*")
 
     def options(self, policy: Policy, request: httpx.Request) -> _Options:
+        """The request's limits: the table's (or the transport's), and its own options if any."""
         raw = request.extensions.get(EXTENSION)
+        base = self.retry or policy.retry
         if raw is None:  # the common case: table (or transport) defaults, computed once
             cached = self._default_options.get(policy.platform)
             if cached is None:
-                base = self.retry or policy.retry
                 limits = Limits(base.max_attempts, base.initial_delay, base.max_delay, base.deadline, self.max_renewals)
                 cached = self._default_options[policy.platform] = _Options(limits, None)
             return cached
-        base = self.retry or policy.retry
-        opts: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-        if raw is not None and not isinstance(raw, Mapping):
+        if not isinstance(raw, Mapping):
             raise ConfigurationError(f"request.extensions[{EXTENSION!r}] must be a dict, got {type(raw).__name__}")
-        unknown = set(opts) - _REQUEST_OPTIONS
+        unknown = set(raw) - _REQUEST_OPTIONS
         if unknown:
             raise ConfigurationError(
-                f"unknown option {sorted(unknown)[0]!r} in request.extensions[{EXTENSION!r}]; "
+                f"unknown option {sorted(unknown, key=str)[0]!r} in request.extensions[{EXTENSION!r}]; "
                 f"known: {', '.join(sorted(_REQUEST_OPTIONS))}"
             )
-        if "retry" in opts and not isinstance(opts["retry"], bool):
-            raise ConfigurationError(f"retry must be True or False, got {opts['retry']!r}")
-        attempts = opts.get("max_attempts", base.max_attempts)
-        if opts.get("retry", True) is False:
-            attempts = 1
-        deadline = opts.get("deadline", base.deadline)
-        idempotent = opts.get("idempotent")
+        resend, idempotent = raw.get("retry", True), raw.get("idempotent")
+        attempts = 1 if resend is False else raw.get("max_attempts", base.max_attempts)
+        deadline = raw.get("deadline", base.deadline)
+        if not isinstance(resend, bool):
+            raise ConfigurationError(f"retry must be True or False, got {resend!r}")
         if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 100:
             raise ConfigurationError(f"max_attempts must be an integer from 1 to 100, got {attempts!r}")
         if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 <= deadline < math.inf:
             raise ConfigurationError(f"deadline must be a finite number of seconds >= 0, got {deadline!r}")
         if idempotent is not None and not isinstance(idempotent, bool):
             raise ConfigurationError(f"idempotent must be True or False, got {idempotent!r}")
-        limits = Limits(attempts, base.initial_delay, base.max_delay, float(deadline), self.max_renewals)
+        limits = Limits(attempts, base.initial_delay, base.max_delay, float(deadline), self.max_renewals, resend)
         return _Options(limits, idempotent)
 
     def secrets(self, *extra: str | None) -> list[str]:
@@ -448,9 +242,10 @@ class RetryCore:
     def ready(self, request: httpx.Request) -> tuple[httpx.Request, Lane] | None:
         """The request to send at once, and its policy's :class:`Lane`, when nothing before the
         first attempt needs the flow: no per-request options, no cooldown running, no shared
-        cooldowns due to be pulled or refills due to be pushed, a body that can be sent again,
-        and, with a token hook, a fresh token in memory and none in the request. ``None``: drive
-        :meth:`flow` instead. No I/O, nothing to undo.
+        cooldowns due to be pulled or refills due to be pushed, a body that can be sent again
+        as it is, not a hop of a redirect chain, and, with a token hook, a fresh token that has
+        worked, which the request either lacks or already carries. ``None``: drive :meth:`flow`
+        instead. No I/O, nothing to undo.
 
         The driver sends it and asks :meth:`settle` (reading the body first if told to); if that
         says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
@@ -461,19 +256,24 @@ class RetryCore:
         cooldowns, budgets = self.cooldowns, self.budgets
         if (
             EXTENSION in request.extensions
+            or ORIGIN in request.extensions  # a hop of a redirect chain: the flow checks its origin
             or not cooldowns.quiet
             or ((cooldowns.store is not None or budgets.store is not None) and self._sync_due())
-            or not isinstance(request.stream, _REPLAYABLE)
+            or (type(request.stream) is not httpx.ByteStream and replayer(request.stream) is not no_rewind)
         ):
             return None
         manager = lane.manager
         if manager is None:
             return request, lane
         token = manager.fresh()
+        if token is None or not manager._state.proven:  # one flag, no lock (see TokenManager.succeeded)
+            return None  # a renewal is due, or the token has not worked yet: the flow records its first success
         placement = lane.policy.token
-        if token is None or token_in(request, placement) is not None:
-            return None  # a renewal is due, or the request brings its own token: the flow decides
-        return with_token(request, placement, token), lane
+        carried = token_in(request, placement)
+        if carried is None:
+            return with_token(request, placement, token), lane
+        # the request brings a token (an SDK that builds its own URLs): sent as it is unless refused
+        return (request, lane) if not manager.is_rejected(carried) else None
 
     def _sync_due(self) -> bool:
         """Are shared cooldowns due to be pulled, or refills to be pushed (both by the flow)?
@@ -484,10 +284,11 @@ class RetryCore:
             budgets.store is not None and now >= budgets.push_gate.next_at
         )
 
-    def settle(self, lane: Lane, response: httpx.Response) -> bool | None:
-        """True, and counted, when the fast path's response is a success to return as it is;
-        False when it is not (the flow takes over); None when the driver must read the body
-        first (small JSON or text, see :func:`readable`) and ask again."""
+    def settle(self, lane: Lane, response: httpx.Response, request: httpx.Request) -> Classification | bool | None:
+        """``True``, and counted, when the fast path's response is a success to return as it is;
+        its :class:`Classification` when it is not (the driver hands it to the flow in
+        :class:`First`, so nothing is classified twice); ``None`` when the driver must read the
+        body first (small JSON or text, see :func:`readable`) and ask again."""
         policy = lane.policy
         if hasattr(response, "_content"):
             content: bytes | None = response._content  # read: what response.content returns, without the call
@@ -495,8 +296,11 @@ class RetryCore:
             return None
         else:
             content = None  # a download, or a body without a length: its status decides, its stream stays
-        if policy.classify_parts(response.status_code, content) is not None:
-            return False
+        failed = policy.classify_parts(response.status_code, content, headers=response.headers)
+        if failed is not None:
+            return failed
+        if 300 <= response.status_code < 400:
+            mark_redirect(request, response)
         next(self.stats.first_try)
         if lane.bucket is not None:
             next(lane.bucket.successes)  # Budgets.success(), inlined: the refill is added when read
@@ -511,227 +315,40 @@ class RetryCore:
     # -- the flow
 
     def flow(self, request: httpx.Request, first: First | None = None) -> Flow:
-        """The life of one logical request, as a sans-IO generator of actions.
+        """The life of one logical request, as a sans-IO generator of actions (see the module).
 
-        Sending is yielded as the request itself, as in httpx's ``auth_flow``; every other action
-        is one of the small classes above. With ``first``, the flow takes over after a first
-        attempt the driver made through :meth:`ready`, and goes on exactly as if it had made it.
+        With ``first``, the flow takes over after a first attempt the driver made through
+        :meth:`ready`, and goes on exactly as if it had made it.
         """
-        lane = self.lane_for(request)
+        lane = self._following(request)
         if lane is None:
-            passed: httpx.Response = yield request
-            return passed
-        policy, manager = lane.policy, lane.manager
-        stats = self.stats
-        attempts = succeeded = 0
+            return (yield from _pass_through(request))
+        ex = _Exchange(self, lane, request, first)
         try:
-            platform = policy.platform
-            # the table's defaults, computed once, unless the request brings its own options
-            opts = self._default_options.get(platform) if EXTENSION not in request.extensions else None
-            if opts is None:
-                opts = self.options(policy, request)
-            placement = policy.token
-            if first is not None:
-                request = first.sent  # ready() filled in a fresh token, if the transport has a hook
-            token = token_in(request, placement) if manager is not None else None
-            # Fill in a token when the request has none, or replace one the platform already refused
-            # (a client with a default Authorization header keeps sending the old one).
-            if first is None and manager is not None and (token is None or manager.is_rejected(token)):
-                try:
-                    token = yield FetchToken(manager)
-                except TokenHookError as exc:
-                    c = exc.classification or _token_classification(policy)
-                    reason = scrub(str(exc), self.secrets(token))  # a hook's error may quote a token
-                    raise_from(self._give_up(TokenRefreshFailed, c, request, 0, 0.0, reason), None)
-                request = with_token(request, placement, token)
-            # can the body be sent again? Bytes and multipart (files are rewound) can, generators can't.
-            # Asked before sending: a transport may swap the stream once read.
-            can_replay = first is not None or isinstance(request.stream, _REPLAYABLE)
-            recipient: str | None = None
-            recipient_read = not policy.recipient  # read the request body for it at most once, and only if needed
-            exempt = False  # the request that started a cooldown resends after its own wait, not blocked by it
-            state = _FIRST_ATTEMPT
-            started = self.clock() if first is None else first.started
-            cooldowns, budgets = self.cooldowns, self.budgets
-            max_body = policy.retry.max_body_bytes
-            if budgets.store is not None and budgets.claim_push():  # before sending: nothing to clean up if cancelled
-                yield StoreCall(budgets.push)
+            yield from ex.prepare()
             while True:
-                if first is None and cooldowns.running and not exempt:  # nothing to check on the hot path
-                    if cooldowns.store is not None and cooldowns.claim_pull():
-                        yield StoreCall(cooldowns.pull)
-                    if not recipient_read:
-                        recipient, recipient_read = recipient_of(request, policy), True
-                    blocked = cooldowns.blocking(platform, recipient)
-                    if blocked is not None:
-                        left, cause, scope = blocked
-                        assert isinstance(cause, Classification)
-                        reason = f"an {scope} cooldown started by code {cause.code} has {left:.3g} s left"
-                        gave_up = self._give_up(
-                            CooldownActive,
-                            cause,
-                            request,
-                            state.attempt - 1,
-                            self.clock() - started,
-                            reason,
-                            remaining=left,
-                        )
-                        raise_from(gave_up, None)  # not chained to a failed first attempt either
-                exempt = False
-                response: httpx.Response | None = None
-                sent = True
-                attempts += 1
-                try:
-                    if first is None:
-                        response = yield request
-                        if not hasattr(response, "_content") and readable(response, max_body):
-                            yield Read(response)
-                    else:  # the driver made this attempt (see ready()): take over from its outcome
-                        response, failure, first = first.response, first.error, None
-                        if failure is not None:
-                            raise failure
-                except httpx.TransportError as exc:
-                    if response is not None:
-                        yield Close(response)
-                        response = None
-                    sent = not isinstance(exc, _NEVER_SENT)
-                    c = _transport_classification(policy, exc, sent)
-                    error: BaseException | None = exc
-                else:
-                    assert response is not None
-                    c = policy.classify(response)  # type: ignore[assignment]
-                    if c is None:
-                        budgets.success(platform, policy.budget)
-                        succeeded = 1
-                        return response
-                    error = None
-                # failure path from here on: nothing below runs for a successful response
-                if token is None:
-                    token = token_in(request, placement)
-                secrets = self.secrets(token)
-                c = replace(
-                    c,
-                    message=scrub(c.message, secrets),
-                    details=scrub(c.details, secrets) if c.details else c.details,
-                )
-                elapsed = self.clock() - started
-                if c.cooldown is not None:
-                    if c.cooldown.scope == "recipient" and not recipient_read:
-                        recipient, recipient_read = recipient_of(request, policy), True
-                    if c.cooldown.scope == "app" or recipient is not None:
-                        seconds = _scaled(c.cooldown.duration(self.wall_clock()))
-                        key = "" if c.cooldown.scope == "app" else recipient or ""
-                        if cooldowns.start(platform, c.cooldown.scope, key, seconds, c):
-                            yield StoreCall(
-                                functools.partial(cooldowns.publish, platform, c.cooldown.scope, key, seconds, c)
-                            )
-                        exempt = True
-                        self._emit(
-                            "cooldown_started",
-                            c,
-                            request,
-                            state.attempt,
-                            elapsed,
-                            scope=c.cooldown.scope,
-                            seconds=round(seconds, 3),
-                        )
-                idempotent = opts.idempotent
-                if idempotent is None:
-                    path = request.url.path
-                    idempotent = request.method in IDEMPOTENT_METHODS or any(
-                        fnmatch.fnmatchcase(path, glob) for glob in policy.idempotent_paths
-                    )
-                if c.ambiguous and not idempotent:
-                    why = f"{request.method} may have been carried out; resending could duplicate it"
-                    resend_safe = False
-                elif sent and not can_replay:
-                    resend_safe, why = False, "the request body is a stream that cannot be sent again"
-                else:
-                    resend_safe, why = True, ""
-                retry_after = None
-                if response is not None:
-                    retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
-                wait = backoff(opts.limits, state.attempt) if c.category is Category.RETRYABLE else None
-                decision = decide(
-                    c,
-                    state,
-                    opts.limits,
-                    elapsed=elapsed,
-                    resend_safe=resend_safe,
-                    unsafe_reason=why,
-                    can_renew=manager is not None,
-                    retry_after=retry_after,
-                    wait=wait,
-                )
-                if decision.action == "retry":
-                    spend = functools.partial(budgets.spend, platform, policy.budget)
-                    if not ((yield StoreCall(spend)) if budgets.store is not None else spend()):
-                        decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
+                yield from ex.gate()
+                failed = yield from ex.attempt()
+                if failed is None:
+                    return ex.succeed()
+                c, decision = yield from ex.judge(failed)
                 if decision.action == "give_up":
-                    assert decision.error is not None
-                    if response is not None and c.category not in self.raise_on:
-                        self._give_up(decision.error, c, request, state.attempt, elapsed, decision.reason)
-                        response.extensions = {**response.extensions, EXTENSION: c}
-                        return response
-                    if response is not None:
-                        yield Close(response)
-                    exc_out = self._give_up(
-                        decision.error, c, request, state.attempt, elapsed, decision.reason, response=response
-                    )
-                    raise_from(exc_out, error, secrets)  # a stand-in of the cause: type, scrubbed text, no chain
-                if response is not None:
-                    yield Close(response)
-                if decision.action == "renew":
-                    assert manager is not None
-                    try:
-                        fresh, hook_called = yield RenewToken(manager, token)
-                    except TokenHookError as exc:
-                        c = exc.classification or c
-                        reason = scrub(str(exc), self.secrets(token))
-                        raise_from(self._give_up(TokenRefreshFailed, c, request, state.attempt, elapsed, reason), None)
-                    # hook_called: False when another request had renewed already and this one reuses that token
-                    if hook_called:
-                        with stats.lock:
-                            stats.renewals += 1
-                    self._emit("token_renewed", c, request, state.attempt, elapsed, hook_called=hook_called)
-                    token = fresh
-                    request = with_token(request, placement, fresh)
-                else:
-                    with stats.lock:
-                        stats.retries += 1
-                    self._emit("retry_scheduled", c, request, state.attempt, elapsed, delay=round(decision.delay, 3))
-                    yield Sleep(_scaled(decision.delay))
-                state = state.next(c, decision)
+                    return (yield from ex.give_up(c, decision))
+                yield from ex.act(c, decision)
         finally:  # the counters take one lock per request, however it ends (cancellation included)
-            with stats.lock:
-                stats.requests += 1
-                stats.attempts += attempts
-                stats.succeeded += succeeded
+            ex.count()
 
-    def _give_up(
-        self,
-        error: type[RequestFailed],
-        c: Classification,
-        request: httpx.Request,
-        attempts: int,
-        elapsed: float,
-        reason: str,
-        *,
-        response: httpx.Response | None = None,
-        **extra: Any,
-    ) -> RequestFailed:
-        """Log the give-up, count it, and build the exception (the caller raises it)."""
-        with self.stats.lock:
-            self.stats.gave_up[c.category.value] += 1
-        self._emit("gave_up", c, request, attempts, elapsed, reason=reason, error=error.__name__)
-        return error(
-            self._message(c, reason, attempts, request),
-            classification=c,
-            attempts=attempts,
-            response=response,
-            url=redact_url(request.url),
-            **extra,
-        )
+    def _following(self, request: httpx.Request) -> Lane | None:
+        """The request's lane, unless it follows a redirect to another origin than the one the
+        chain started at: that hop gets no token of ours and no classification by our table."""
+        lane = self.lane_for(request)
+        chain = request.extensions.get(ORIGIN)
+        if chain is None or lane is None:
+            return lane
+        if chain != origin(request.url):
+            return None
+        del request.extensions[ORIGIN]  # back at the origin: a request like any other
+        return lane
 
     def snapshot(self) -> Snapshot:
         """Counters since the transport was created, the budget levels and the running cooldowns."""
@@ -742,9 +359,10 @@ class RetryCore:
             gave_up = dict(st.gave_up)
         return Snapshot(*counts, gave_up, budget=self.budgets.levels(), cooldowns=self.cooldowns.active())
 
-    def _emit(
-        self, event: str, c: Classification, request: httpx.Request, attempt: int, elapsed: float, **extra: Any
+    def emit(
+        self, event: str, c: Classification, method: str, url: str, attempt: int, elapsed: float, **extra: Any
     ) -> None:
+        """Log one event. A logger that raises never fails the request it reports on."""
         fields: dict[str, Any] = {
             "platform": c.platform,
             "code": c.code,
@@ -752,55 +370,331 @@ class RetryCore:
             "message": c.message,
             "description": c.description,
             "attempt": attempt,
-            "method": request.method,
-            "url": redact_url(request.url),
+            "method": method,
+            "url": url,
             "request_id": c.request_id,
             "status_code": c.status_code,
             "elapsed": round(elapsed, 3),
         }
         if c.subcode is not None:
             fields["subcode"] = c.subcode
+        if c.extra:
+            fields["extra"] = dict(c.extra)
         if c.remediation and event == "gave_up":
             fields["remediation"] = c.remediation
         fields.update(extra)
-        level = "error" if event == "gave_up" else "warning"
-        getattr(self.log, level)(f"retrypolicy.{event}", **fields)
-
-    @staticmethod
-    def _message(c: Classification, reason: str, attempts: int, request: httpx.Request) -> str:
-        code = "no code" if c.code is None else f"code {c.code}" + (f"/{c.subcode}" if c.subcode is not None else "")
-        text = f"{c.platform} {code} [{c.category.value}]: {c.description}"
-        if c.message:
-            text += f" | vendor message: {c.message}"
-        if c.remediation:
-            text += f" | what to do: {c.remediation}"
-        text += f" | gave up: {reason}; {attempts} attempt(s); {request.method} {redact_url(request.url)}"
-        return text
+        if event == "token_renewed" and extra.get("hook_called") is False:
+            event = "token_reused"  # took the token another request renewed: one warning per hook call
+        with contextlib.suppress(Exception):  # logging must not turn a retry into a failure
+            getattr(self.log, _LEVELS.get(event, "warning"))(f"retrypolicy.{event}", **fields)
 
 
-def _scaled(delay: float) -> float:
-    return delay if _testing_scale is None else delay * _testing_scale
+def _pass_through(request: httpx.Request) -> Flow:
+    """A request no policy of ours covers (another host, or a redirect to another origin)."""
+    passed: httpx.Response = yield request
+    if ORIGIN in request.extensions and not redirected(passed):
+        request.extensions.pop(ORIGIN, None)  # the redirect chain ends here
+    return passed
+
+
+class _Exchange:
+    """One logical request in the flow: what is worked out once and carried from attempt to
+    attempt. Its methods are the flow's steps; each yields the actions it needs."""
+
+    def __init__(self, core: RetryCore, lane: Lane, asked: httpx.Request, first: First | None) -> None:
+        self.core, self.lane, self.asked, self.first = core, lane, asked, first
+        self.policy, self.manager = lane.policy, lane.manager
+        opts = core._default_options.get(lane.policy.platform) if EXTENSION not in asked.extensions else None
+        opts = opts or core.options(lane.policy, asked)
+        self.limits, self.idempotent = opts.limits, opts.idempotent
+        self.request = first.sent if first is not None else asked  # ready() filled in a fresh token
+        self.started = first.started if first is not None else core.clock()
+        self.token: str | None = None
+        self.rewind: Callable[[], object] | None = no_rewind
+        self.state = _FIRST_ATTEMPT
+        self.attempts = self.succeeded = 0
+        self.recipient: str | None = None
+        self.recipient_read = not lane.policy.recipient  # read the body for it at most once, if needed
+        self.exempt = False  # the request that started a cooldown resends after its own wait
+        self.response: httpx.Response | None = None
+        self.error: Exception | None = None
+        self.sent = True
+        self._url: str | None = None
+
+    # -- the steps
+
+    def prepare(self) -> Step:
+        """Fill in the token (or replace one the platform refused), learn whether the body can
+        be sent again (asked before sending: a transport may swap the stream once read), and
+        push this process's retry-budget refills to a shared store when due."""
+        manager, placement = self.manager, self.policy.token
+        if manager is not None:
+            self.token = token_in(self.request, placement)
+            if self.first is None and (self.token is None or manager.is_rejected(self.token)):
+                try:
+                    self.token = yield FetchToken(manager)
+                except TokenHookError as exc:
+                    c = exc.classification or _token_classification(self.policy)
+                    raise_from(self.failed(TokenRefreshFailed, c, self.hook_trouble(exc)), None)
+                self.request = with_token(self.request, placement, self.token)
+        if self.first is None:
+            self.rewind = replayer(self.request.stream)  # ready() sends only bodies that need no rewind
+        budgets = self.core.budgets
+        if budgets.store is not None and budgets.claim_push():  # before sending: nothing to clean up
+            yield StoreCall(budgets.push)
+
+    def gate(self) -> Step:
+        """Fail fast, unsent, while a cooldown covers the request (``CooldownActive``)."""
+        cooldowns, exempt = self.core.cooldowns, self.exempt
+        self.exempt = False
+        if self.first is not None or exempt or not cooldowns.running:  # nothing to check on the hot path
+            return
+        if cooldowns.store is not None and cooldowns.claim_pull():
+            yield StoreCall(cooldowns.pull)
+        blocked = cooldowns.blocking(self.policy.platform, self.recipient_of())
+        if blocked is not None:
+            left, cause, scope = blocked
+            assert isinstance(cause, Classification)
+            reason = f"an {scope} cooldown started by code {cause.code} has {left:.3g} s left"
+            raise_from(self.failed(CooldownActive, cause, reason, remaining=left), None)
+
+    def attempt(self) -> Generator[Action, Any, Classification | None]:
+        """Send once, or take over the driver's first attempt: ``None`` for a success, else
+        what failed, classified."""
+        first, self.first = self.first, None
+        self.attempts += 1
+        self.response, self.error, self.sent = None, None, True
+        try:
+            if first is None:
+                self.response = yield self.request
+                if not hasattr(self.response, "_content") and readable(self.response, self.policy.retry.max_body_bytes):
+                    yield Read(self.response)
+            else:
+                self.response = first.response
+                if first.error is not None:
+                    raise first.error
+                if first.classification is not None:
+                    return first.classification  # settle() classified it: not classified twice
+        except httpx.TransportError as exc:
+            if self.response is not None:
+                yield Close(self.response)
+                self.response = None
+            self.sent = not isinstance(exc, (_NEVER_SENT, _UNSENDABLE))
+            self.error = exc
+            return _transport_classification(self.policy, exc, self.sent)
+        assert self.response is not None
+        return self.policy.classify(self.response)
+
+    def succeed(self) -> httpx.Response:
+        response = self.response
+        assert response is not None
+        self.core.budgets.success(self.policy.platform, self.policy.budget)
+        self.succeeded = 1
+        if self.manager is not None:
+            self.manager.succeeded(self.token)  # the token worked: its refusal later is no loop
+        if 300 <= response.status_code < 400:
+            mark_redirect(self.asked, response)
+        return response
+
+    def judge(self, c: Classification) -> Generator[Action, Any, tuple[Classification, Decision]]:
+        """Scrub what the platform said of secrets, start the cooldown it asks for, and decide
+        (:func:`decide`, pure); a retry must also find the retry budget not empty."""
+        core, manager, state = self.core, self.manager, self.state
+        if self.token is None:
+            self.token = token_in(self.request, self.policy.token)
+        secrets = core.secrets(self.token)
+        c = replace(c, message=scrub(c.message, secrets), details=scrub(c.details, secrets) if c.details else c.details)
+        if c.cooldown is not None:
+            yield from self.cool_down(c)
+        safe, why = self.resend_safety(c)
+        decision = decide(
+            c,
+            state,
+            self.limits,
+            elapsed=core.clock() - self.started,
+            resend_safe=safe,
+            unsafe_reason=why,
+            can_renew=manager is not None,
+            retry_after=c.wait_seconds(core.wall_clock()),
+            wait=backoff(self.limits, state.attempt) if c.category is Category.RETRYABLE else None,
+            token_worked=c.category is Category.TOKEN_REFRESH and manager is not None and manager.worked(self.token),
+            token_current=manager is None or self.token is None or manager.current() == self.token,
+            charged=None if manager is None else sum(not manager.worked(t) for t in state.refused),
+        )
+        if decision.action == "retry":
+            budgets, platform = core.budgets, self.policy.platform
+            spend = functools.partial(budgets.spend, platform, self.policy.budget)
+            if not ((yield StoreCall(spend)) if budgets.store is not None else spend()):
+                decision = Decision("give_up", error=RetryBudgetExhausted, reason="the retry budget is empty")
+        return c, decision
+
+    def act(self, c: Classification, decision: Decision) -> Step:
+        """Renew the token or wait, then make the body ready to be sent again."""
+        if self.response is not None:
+            yield Close(self.response)
+        if decision.action == "renew":
+            decision = yield from self.renew(c, decision)
+        else:
+            with self.core.stats.lock:
+                self.core.stats.retries += 1
+            self.emit("retry_scheduled", c, delay=round(decision.delay, 3))
+            yield Sleep(decision.delay)
+        try:
+            self.rewind()  # type: ignore[misc]  # not None: an unreplayable body is never resent
+        except (OSError, ValueError) as exc:  # a file closed or broken meanwhile
+            reason = f"the request body's file could not be rewound ({type(exc).__name__})"
+            raise_from(self.failed(ResendUnsafe, c, reason), None)
+        self.state = self.state.next(c, decision)
+
+    def give_up(self, c: Classification, decision: Decision) -> Flow:
+        """Hand back the response (a category not in ``raise_on``) or raise the decision's error,
+        chained to a scrubbed stand-in of what went wrong; renew the token first if the request
+        stops only because it cannot be resent."""
+        assert decision.error is not None
+        if decision.renew and self.manager is not None:
+            yield from self.renew_for_later(c)
+        response = self.response
+        if response is not None and c.category not in self.core.raise_on:
+            self.failed(decision.error, c, decision.reason)
+            response.extensions = {**response.extensions, EXTENSION: c}
+            return response
+        if response is not None:
+            yield Close(response)
+        error = self.failed(decision.error, c, decision.reason, response=response)
+        raise_from(error, self.error, self.core.secrets(self.token))  # a stand-in of the cause: no chain
+
+    # -- parts of the steps
+
+    def cool_down(self, c: Classification) -> Step:
+        """Start the cooldown the code asks for (shared through the store, if any)."""
+        assert c.cooldown is not None
+        scope, cooldowns = c.cooldown.scope, self.core.cooldowns
+        recipient = self.recipient_of() if scope == "recipient" else None
+        if scope == "app" or recipient is not None:
+            seconds = c.cooldown.duration(self.core.wall_clock())
+            key = recipient or ""
+            if cooldowns.start(self.policy.platform, scope, key, seconds, c):
+                yield StoreCall(functools.partial(cooldowns.publish, self.policy.platform, scope, key, seconds, c))
+            self.exempt = True
+            self.emit("cooldown_started", c, scope=scope, seconds=round(seconds, 3))
+
+    def resend_safety(self, c: Classification) -> tuple[bool, str]:
+        """Could sending again duplicate the request, or send another body? (True, "") if not."""
+        request, idempotent = self.request, self.idempotent
+        if idempotent is None:
+            idempotent = request.method in IDEMPOTENT_METHODS or any(
+                fnmatch.fnmatchcase(request.url.path, glob) for glob in self.policy.idempotent_paths
+            )
+        if c.ambiguous and not idempotent:
+            return False, f"{request.method} may have been carried out; resending could duplicate it"
+        if self.sent and self.rewind is None:
+            return False, "the request body is a stream that cannot be sent again"
+        return True, ""
+
+    def renew(self, c: Classification, decision: Decision) -> Generator[Action, Any, Decision]:
+        """Renew the refused token (single-flight, in the token manager) and put the new one in."""
+        assert self.manager is not None
+        try:
+            fresh, hook_called = yield RenewToken(self.manager, self.token)
+        except TokenHookError as exc:
+            raise_from(self.failed(TokenRefreshFailed, exc.classification or c, self.hook_trouble(exc)), None)
+        if hook_called:  # False: another request had renewed already, and this one takes that token
+            with self.core.stats.lock:
+                self.core.stats.renewals += 1
+            decision = replace(decision, hook_called=True)  # counted by state.next()
+        self.state = replace(self.state, refused=(*self.state.refused, self.token))  # see decide(charged=)
+        self.emit("token_renewed", c, hook_called=hook_called)
+        self.token = fresh
+        self.request = with_token(self.request, self.policy.token, fresh)
+        return decision
+
+    def renew_for_later(self, c: Classification) -> Step:
+        """Renew a refused token for the requests that follow, when this one is not resent (its
+        body cannot be sent again, or retry is off for it). A hook failure is logged; the
+        request's own error is what the caller gets."""
+        assert self.manager is not None
+        try:
+            _fresh, hook_called = yield RenewToken(self.manager, self.token)
+        except TokenHookError as exc:
+            self.emit("token_renewal_failed", c, reason=self.hook_trouble(exc))
+            return
+        if hook_called:
+            with self.core.stats.lock:
+                self.core.stats.renewals += 1
+        self.emit("token_renewed", c, hook_called=hook_called, resent=False)
+
+    def recipient_of(self) -> str | None:
+        if not self.recipient_read:
+            self.recipient, self.recipient_read = recipient_of(self.request, self.policy), True
+        return self.recipient
+
+    def hook_trouble(self, exc: TokenHookError) -> str:
+        return scrub(str(exc), self.core.secrets(self.token))  # a hook's error may quote a token
+
+    @property
+    def url(self) -> str:
+        """The request's URL, redacted once (a renewal changes only the token in it)."""
+        if self._url is None:
+            self._url = redact_url(self.request.url)
+        return self._url
+
+    def emit(self, event: str, c: Classification, **extra: Any) -> None:
+        elapsed = self.core.clock() - self.started
+        attempt = self.attempts if event == "gave_up" else self.state.attempt
+        self.core.emit(event, c, self.request.method, self.url, attempt, elapsed, **extra)
+
+    def failed(self, error: type[RequestFailed], c: Classification, reason: str, **extra: Any) -> RequestFailed:
+        """Count and log the give-up, and build its exception (the caller raises it)."""
+        with self.core.stats.lock:
+            self.core.stats.gave_up[c.category.value] += 1
+        self.emit("gave_up", c, reason=reason, error=error.__name__)
+        history = self.state.history
+        if error is not CooldownActive and self.attempts:
+            history = (*history, AttemptRecord.of(self.state.attempt, c, "give_up", 0.0))
+        return error(
+            _message(c, reason, self.attempts, self.request.method, self.url, history),
+            classification=c,
+            attempts=self.attempts,
+            url=self.url,
+            history=history,
+            **extra,
+        )
+
+    def count(self) -> None:
+        stats = self.core.stats
+        with stats.lock:
+            stats.requests += 1
+            stats.attempts += self.attempts
+            stats.succeeded += self.succeeded
+
+
+def _message(
+    c: Classification, reason: str, attempts: int, method: str, url: str, history: tuple[AttemptRecord, ...]
+) -> str:
+    code = "no code" if c.code is None else f"code {c.code}" + (f"/{c.subcode}" if c.subcode is not None else "")
+    text = f"{c.platform} {code} [{c.category.value}]: {c.description}"
+    if c.message:
+        text += f" | vendor message: {c.message}"
+    if c.remediation:
+        text += f" | what to do: {c.remediation}"
+    text += f" | gave up: {reason}; {attempts} attempt(s); {method} {url}"
+    if 1 < len(history) <= _SHORT_HISTORY:
+        text += " | history: " + "; ".join(map(str, history))
+    return text
 
 
 def _transport_classification(policy: Policy, exc: httpx.TransportError, sent: bool) -> Classification:
     name = type(exc).__name__
+    message = scrub(str(exc))[:200] or name
+    if isinstance(exc, _UNSENDABLE):
+        description = f"{name}: the request could not be sent as built; it was never sent"
+        return Classification(policy.platform, None, Category.FATAL, message, description, source="transport")
+    description = f"{name}: " + ("the request may have reached the server" if sent else "the request was never sent")
     return Classification(
-        platform=policy.platform,
-        code=None,
-        category=Category.RETRYABLE,
-        message=scrub(str(exc))[:200] or name,
-        description=f"{name}: " + ("the request may have reached the server" if sent else "the request was never sent"),
-        ambiguous=sent,
-        source="transport",
+        policy.platform, None, Category.RETRYABLE, message, description, ambiguous=sent, source="transport"
     )
 
 
 def _token_classification(policy: Policy) -> Classification:
-    return Classification(
-        platform=policy.platform,
-        code=None,
-        category=Category.TOKEN_REFRESH,
-        message="",
-        description="Could not obtain a token before sending",
-        source="transport",
-    )
+    description = "Could not obtain a token before sending"
+    return Classification(policy.platform, None, Category.TOKEN_REFRESH, "", description, source="transport")

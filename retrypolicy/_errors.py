@@ -5,6 +5,8 @@
     RetryPolicyError                      base of everything the library raises
     ├── PolicyError (also ValueError)     a policy table or file is invalid
     ├── ConfigurationError (also ValueError)  bad arguments to a transport or hook
+    ├── hooks.HookError                   a built-in token hook could not get a credential
+    │   └── hooks.UserSigError (also ValueError)  TencentUserSig.verify() rejected a UserSig
     └── RequestFailed                     a request ended without success
         ├── UserActionRequired            a person must act (follow, reply, verify, pay, ...)
         ├── RequestRejected               the request is wrong; it can never succeed unchanged
@@ -16,12 +18,15 @@
         └── CooldownActive                not sent: a cooldown from an earlier code is running
 
 Every :class:`RequestFailed` carries ``.classification`` (what the platform said, classified
-by the policy table), ``.attempts`` (how many times the request was sent) and ``.response``
-(the last response, closed, or ``None`` when no response arrived). Messages and reprs never
+by the policy table), ``.attempts`` (how many times the request was sent), ``.history`` (each
+attempt's :class:`~retrypolicy.AttemptRecord`: what it met and what was decided, shown in the
+message when there were a few) and ``.response`` (the last response, closed, or ``None`` when no
+response arrived). A :class:`~retrypolicy.hooks.HookError` carries the token endpoint's
+classification; a hook's failure reaches the caller as ``TokenRefreshFailed`` with its summary. Messages and reprs never
 contain a credential: the URL is redacted and vendor text is scrubbed of known secrets.
 
 Every exception pickles (Celery results, ``multiprocessing``, ``concurrent.futures``): it comes
-back with its type, message, classification, attempts, url and ``remaining``, without its
+back with its type, message, classification, attempts, url, history and ``remaining``, without its
 ``response`` (``None``: it holds the request, token included) and without its ``__cause__``.
 """
 
@@ -32,17 +37,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
+    from ._decide import AttemptRecord
     from ._policy import Classification
 
 __all__ = [
     "ConfigurationError",
+    "CooldownActive",
     "PolicyError",
     "RequestFailed",
     "RequestRejected",
     "ResendUnsafe",
-    "CooldownActive",
-    "RetryBudgetExhausted",
     "RetriesExhausted",
+    "RetryBudgetExhausted",
     "RetryPolicyError",
     "TokenRefreshFailed",
     "UserActionRequired",
@@ -108,12 +114,14 @@ class RequestFailed(RetryPolicyError):
         attempts: int,
         response: httpx.Response | None = None,
         url: str = "",
+        history: tuple[AttemptRecord, ...] = (),
     ) -> None:
         super().__init__(message)
         self.classification = classification
         self.attempts = attempts
         self.response = response
         self.url = url  # redacted
+        self.history = history  # every attempt: what it met and what was decided (the last one included)
 
     def _pickled_state(self) -> dict[str, Any]:
         # The response is left behind: it holds the request, whose URL or headers carry the token.

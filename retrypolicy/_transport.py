@@ -12,23 +12,15 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from ._bodies import aread_small, read_small
+from ._clock import sleep_for, waited
 from ._config import CertArg, ProxyArg, VerifyArg, host_key, inner_transport
-from ._core import (
-    Close,
-    FetchToken,
-    First,
-    Flow,
-    Read,
-    RenewToken,
-    RetryCore,
-    Sleep,
-    StoreCall,
-)
+from ._core import Close, FetchToken, First, Flow, Read, RenewToken, RetryCore, Sleep, StoreCall
 from ._errors import ConfigurationError
 from ._load import load_policy
 from ._log import as_logger
 from ._overload import RetryBudget, Snapshot
-from ._policy import Category, Policy, RetrySettings
+from ._policy import Category, Classification, Policy, RetrySettings
 from ._store import StoreGuard, TokenStore, check_store, share_state, store_keys
 from ._token import AnyTokenHook, AsyncTokenManager, TokenHook, TokenManager
 
@@ -262,10 +254,10 @@ class RetryTransport(httpx.BaseTransport):
         response: httpx.Response | None = None
         try:
             response = self._transport.handle_request(sent)
-            settled = core.settle(lane, response)
+            settled = core.settle(lane, response, request)
             if settled is None:  # a small JSON or text body to read for its code
-                response.read()
-                settled = core.settle(lane, response)
+                read_small(response)
+                settled = core.settle(lane, response, request)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 response.close()
@@ -275,9 +267,10 @@ class RetryTransport(httpx.BaseTransport):
                 response.close()
             core.interrupted()
             raise
-        if settled:
+        if settled is True:
             return response
-        return self._drive(core.flow(request, First(sent, started, response, None)))
+        failed = settled if isinstance(settled, Classification) else None  # what settle() found: not classified again
+        return self._drive(core.flow(request, First(sent, started, response, None, failed)))
 
     def _drive(self, flow: Flow) -> httpx.Response:
         result: Any = None
@@ -306,14 +299,17 @@ class RetryTransport(httpx.BaseTransport):
     def _perform(self, action: Any) -> Any:
         if isinstance(action, Read):
             try:
-                return action.response.read()
+                return read_small(action.response)
             except BaseException:
                 action.response.close()
                 raise
         if isinstance(action, Close):
             return action.response.close()
         if isinstance(action, Sleep):
-            return time.sleep(action.seconds) if action.seconds > 0 else None
+            seconds = sleep_for(action.seconds)  # testing mode: less, or nothing ...
+            if seconds > 0:
+                time.sleep(seconds)
+            return waited(action.seconds)  # ... and the virtual clock moves by the rest
         if isinstance(action, StoreCall):
             return action.call()
         if isinstance(action, (FetchToken, RenewToken)):
@@ -392,10 +388,10 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         response: httpx.Response | None = None
         try:
             response = await self._transport.handle_async_request(sent)
-            settled = core.settle(lane, response)
+            settled = core.settle(lane, response, request)
             if settled is None:  # a small JSON or text body to read for its code
-                await response.aread()
-                settled = core.settle(lane, response)
+                await aread_small(response)
+                settled = core.settle(lane, response, request)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 await response.aclose()
@@ -406,9 +402,10 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                     await response.aclose()
             core.interrupted()
             raise
-        if settled:
+        if settled is True:
             return response
-        return await self._drive(core.flow(request, First(sent, started, response, None)))
+        failed = settled if isinstance(settled, Classification) else None  # what settle() found: not classified again
+        return await self._drive(core.flow(request, First(sent, started, response, None, failed)))
 
     async def _drive(self, flow: Flow) -> httpx.Response:
         result: Any = None
@@ -438,14 +435,15 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
     async def _perform(self, action: Any) -> Any:
         if isinstance(action, Read):
             try:
-                return await action.response.aread()
+                return await aread_small(action.response)
             except BaseException:
                 await action.response.aclose()
                 raise
         if isinstance(action, Close):
             return await action.response.aclose()
         if isinstance(action, Sleep):
-            return await anyio.sleep(action.seconds)
+            await anyio.sleep(sleep_for(action.seconds))
+            return waited(action.seconds)
         if isinstance(action, StoreCall):  # a blocking store call: off the event loop
             return await anyio.to_thread.run_sync(action.call)
         if isinstance(action, (FetchToken, RenewToken)):

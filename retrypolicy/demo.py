@@ -20,7 +20,7 @@ import anyio
 import httpx
 import structlog
 
-from ._core import is_testing, set_testing
+from ._clock import is_testing, set_testing
 from ._errors import CooldownActive, RequestFailed
 from ._transport import AsyncRetryTransport
 from .testing import (

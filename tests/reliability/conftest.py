@@ -16,7 +16,7 @@ import hypothesis.configuration
 import pytest
 
 import retrypolicy
-from retrypolicy import _core
+from retrypolicy import _clock
 
 _FIGURES: list[str] = []
 # hypothesis keeps a cache (.hypothesis/) in the working directory even with database=None: keep it
@@ -47,7 +47,7 @@ def report(test: str, **figures: object) -> str:
 def _testing_mode() -> Iterator[None]:
     """Backoff sleeps skipped (decisions unchanged) for every test here; restored afterwards."""
     was_testing = retrypolicy.is_testing()
-    previous_scale = getattr(_core, "_testing_scale", None)
+    previous_scale = getattr(_clock, "_testing_scale", None)
     retrypolicy.set_testing(True)
     try:
         yield

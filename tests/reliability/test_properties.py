@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 
 import retrypolicy
 from retrypolicy import BUILTIN_POLICIES, Category, Classification, Policy, PolicyError, load_policy
-from retrypolicy._core import parse_retry_after
 from retrypolicy._load import policy_from_mapping
 
 from .conftest import report, size
@@ -180,7 +179,7 @@ def test_classify_any_response_never_raises(name: str) -> None:
     assert seen["cases"] >= min(EXAMPLES, 100) and seen["body"] > 0 and seen["http"] > 0
 
 
-def _codes_of(policy: Policy) -> st.SearchStrategy[int]:
+def _codes_of(policy: Policy) -> st.SearchStrategy[int | str]:
     exact = sorted({r.code for r in policy.rules if r.code is not None} - policy.success_codes)
     spans = [r.range for r in policy.rules if r.range is not None]
     ranged = st.sampled_from(spans).flatmap(lambda s: st.integers(s[0], s[1])) if spans else st.nothing()
@@ -633,13 +632,17 @@ retry_after_values = st.one_of(
 
 
 def test_parse_retry_after_never_raises() -> None:
+    """Any Retry-After value: the classification's wait is None or a finite delay up to a day."""
     seen: Counter[str] = Counter()
+    policy = POLICIES["wechat"]
 
     @SETTINGS
     @given(value=retry_after_values, now=st.floats(0, 4e9) | st.floats(-1e12, 1e12))
     def prop(value: str, now: float) -> None:
         seen["cases"] += 1
-        result = parse_retry_after(value, now)
+        c = policy.classify_parts(503, b"", headers={"retry-after": value})
+        assert c is not None
+        result = c.wait_seconds(now)
         if result is None:
             seen["none"] += 1
             return

@@ -1,0 +1,151 @@
+"""Request and response bodies, and origins: what can be sent again, what to read for a code,
+and where a redirect chain started. No I/O beyond reading a response the driver hands over."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from httpx._multipart import MultipartStream
+
+from ._policy import Policy
+
+__all__ = [
+    "ORIGIN",
+    "aread_small",
+    "mark_redirect",
+    "no_rewind",
+    "origin",
+    "read_small",
+    "readable",
+    "recipient_of",
+    "redirected",
+    "replayer",
+]
+
+ORIGIN = "retrypolicy.origin"  # request.extensions key: the origin whose token a redirect chain carries
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def no_rewind() -> None:
+    return None
+
+
+def replayer(stream: object) -> Callable[[], None] | None:
+    """How to make a request body ready to be sent again byte for byte, or None if it cannot be.
+
+    Bytes can always be sent again. A multipart body can when every file in it is bytes or a
+    seekable file (httpx rewinds each file before sending it). A file given as ``content=``
+    can when it is seekable: it is rewound to where it stood before the first send. A read-once
+    object (a socket, an S3 ``StreamingBody``) or a generator cannot: resending it would send
+    what is left of it, an empty or truncated body.
+    """
+    if type(stream) is httpx.ByteStream:
+        return no_rewind
+    if isinstance(stream, MultipartStream):
+        seekable = all(isinstance(f.file, (bytes, str)) or _seekable(f.file) for f in _files(stream))
+        return no_rewind if seekable else None
+    if isinstance(stream, httpx.ByteStream):
+        return no_rewind
+    inner = getattr(stream, "_stream", None)  # httpx's IteratorByteStream around a file object
+    if type(stream).__name__ == "IteratorByteStream" and inner is not None and _seekable(inner):
+        try:
+            start = inner.tell()
+        except (OSError, ValueError):
+            return None
+        return functools.partial(inner.seek, start)
+    return None
+
+
+def _files(stream: MultipartStream) -> list[Any]:
+    return [f for f in stream.fields if hasattr(f, "file")]
+
+
+def _seekable(fileobj: object) -> bool:
+    seekable = getattr(fileobj, "seekable", None)
+    try:
+        return callable(seekable) and seekable() is True and hasattr(fileobj, "tell")
+    except (OSError, ValueError):  # a closed file
+        return False
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the default port filled in."""
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def redirected(response: httpx.Response) -> bool:
+    return response.status_code in _REDIRECT_STATUSES and "location" in response.headers
+
+
+def mark_redirect(request: httpx.Request, response: httpx.Response) -> None:
+    """A redirect is followed by the client with the same ``extensions`` dict: remember whose
+    origin the chain started at, so that the next hop carries our token only back to it."""
+    if 300 <= response.status_code < 400 and redirected(response):
+        request.extensions.setdefault(ORIGIN, origin(request.url))
+
+
+def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
+    """The recipient named in a JSON request body (the table's ``recipient`` paths), if any."""
+    if not isinstance(request.stream, httpx.ByteStream):
+        return None
+    try:
+        body = json.loads(b"".join(request.stream))  # a ByteStream yields its bytes, again and again
+    except (ValueError, RecursionError):
+        return None
+    for path in policy.recipient:
+        value: object = body
+        for key in path:
+            if isinstance(key, int):
+                value = value[key] if isinstance(value, list) and -len(value) <= key < len(value) else None
+            else:
+                value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def read_small(response: httpx.Response) -> bytes:
+    """Read a small body for its code and leave it readable for the caller as if unread:
+    ``read()``, ``iter_bytes()``, ``iter_text()`` and ``iter_raw()`` all keep working."""
+    if "content-encoding" in response.headers:  # keep the raw (compressed) bytes for iter_raw()
+        raw = b"".join(response.iter_raw())
+        _unread(response, raw)
+        content = response.read()
+    else:
+        content = raw = response.read()
+    _unread(response, raw)
+    return content
+
+
+async def aread_small(response: httpx.Response) -> bytes:
+    """The async twin of :func:`read_small`."""
+    if "content-encoding" in response.headers:
+        raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        _unread(response, raw)
+        content = await response.aread()
+    else:
+        content = raw = await response.aread()
+    _unread(response, raw)
+    return content
+
+
+def _unread(response: httpx.Response, raw: bytes) -> None:
+    # The network stream is read and closed (its connection back in the pool); the caller gets a
+    # stream of the same bytes, so a later iter_raw() does not raise StreamConsumed.
+    response.stream = httpx.ByteStream(raw)
+    response.is_stream_consumed = False
+    response.is_closed = False
+
+
+def readable(response: httpx.Response, max_bytes: int) -> bool:
+    """Should the body be read for an error code? Only small JSON or text bodies with a length."""
+    length = response.headers.get("content-length")
+    if length is None or not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
+        return False
+    ctype = response.headers.get("content-type", "").lower()
+    return not ctype or "json" in ctype or ctype.startswith("text/")
