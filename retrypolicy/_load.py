@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ._errors import PolicyError
+from ._overload import RetryBudget
 from ._policy import (
     _CODE_TEXT,
     _MAX_CODE,
@@ -456,7 +457,7 @@ class _Validator:
                 raise self.error(f"must be {kind}, got {raw!r}", field=f"retry.{key}")
             out[key] = raw if integral else float(raw)
         try:
-            return check_retry_settings(RetrySettings(**{**_fields(base), **out}))
+            return replace(base, **out)  # RetrySettings checks itself
         except ValueError as exc:
             raise self.error(str(exc), field="retry") from None
 
@@ -493,15 +494,13 @@ class _Validator:
             )
         return Cooldown(scope=raw["scope"], seconds=float(raw.get("seconds") or 0), until=raw.get("until") or "")
 
-    def budget(self, value: object, base: object) -> object:
+    def budget(self, value: object, base: RetryBudget | bool | None) -> RetryBudget | bool | None:
         if value is None:
             return base
         section = self.table(value, "budget")
         self.keys(section, {"enabled", "capacity", "retry_cost", "refill"}, "budget")
         if section.get("enabled", True) is False:
             return False
-        from ._overload import RetryBudget  # noqa: PLC0415 - avoids an import cycle
-
         try:
             return RetryBudget(**{k: v for k, v in section.items() if k != "enabled"})
         except (ValueError, TypeError) as exc:
@@ -595,25 +594,6 @@ class _Validator:
             cooldown=cooldown,
             message_pattern=message_pattern,
         )
-
-
-def check_retry_settings(settings: RetrySettings) -> RetrySettings:
-    """Raise ValueError naming the field when settings are out of range; return them otherwise."""
-    if not isinstance(settings.max_attempts, int) or not 1 <= settings.max_attempts <= 100:
-        raise ValueError(f"max_attempts must be an integer from 1 to 100, got {settings.max_attempts!r}")
-    for name in ("initial_delay", "max_delay", "deadline"):
-        value = getattr(settings, name)
-        if not _is_number(value) or not 0 <= value < math.inf:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not isinstance(settings.max_body_bytes, int) or settings.max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be a positive integer, got {settings.max_body_bytes!r}")
-    return settings
-
-
-def _fields(settings: RetrySettings) -> dict[str, Any]:
-    return {
-        k: getattr(settings, k) for k in ("max_attempts", "initial_delay", "max_delay", "deadline", "max_body_bytes")
-    }
 
 
 def _is_int(x: object) -> bool:

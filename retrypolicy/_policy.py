@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 import httpx
 
+from ._errors import ConfigurationError
+from ._overload import RetryBudget
+
 __all__ = [
     "Category",
     "Classification",
@@ -305,13 +308,29 @@ class TokenPlacement:
 
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
-    """Backoff and limits for retryable failures."""
+    """Backoff and limits for retryable failures. Checks itself: a value out of range is a
+    :class:`~retrypolicy.ConfigurationError` naming the field (a table's ``[retry]`` section
+    gets a ``PolicyError`` naming the file and field)."""
 
     max_attempts: int = 4
     initial_delay: float = 0.5
     max_delay: float = 20.0
     deadline: float = 60.0
     max_body_bytes: int = 65536
+
+    def __post_init__(self) -> None:
+        if not _whole(self.max_attempts) or not 1 <= self.max_attempts <= 100:
+            raise ConfigurationError(f"max_attempts must be an integer from 1 to 100, got {self.max_attempts!r}")
+        for name in ("initial_delay", "max_delay", "deadline"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not _whole(self.max_body_bytes) or self.max_body_bytes < 1:
+            raise ConfigurationError(f"max_body_bytes must be a positive integer, got {self.max_body_bytes!r}")
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _CODE_TEXT = re.compile(r"\s*-?\d{1,18}\s*")
@@ -494,7 +513,7 @@ class Policy:
     ambiguous_http: frozenset[int] = frozenset({500, 502, 504})
     recipient: tuple[Path, ...] = ()
     idempotent_paths: tuple[str, ...] = ()  # URL path globs safe to resend after an ambiguous failure
-    budget: Any = None  # a RetryBudget, or False to switch the budget off; None: the transport's
+    budget: RetryBudget | bool | None = None  # a RetryBudget, or False to switch the budget off; None: the transport's
     docs: str = ""
     source: str = "<policy>"
     wait_hint: WaitHint | None = None  # where the platform says how long to wait, besides Retry-After

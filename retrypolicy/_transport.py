@@ -155,15 +155,8 @@ def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category
 
 
 def _check(retry: RetrySettings | None, max_renewals: int, token_timeout: float) -> None:
-    if retry is not None and not isinstance(retry, RetrySettings):
+    if retry is not None and not isinstance(retry, RetrySettings):  # RetrySettings checks its own values
         raise ConfigurationError(f"retry must be a retrypolicy.RetrySettings, got {type(retry).__name__}")
-    if retry is not None:
-        from ._load import check_retry_settings  # noqa: PLC0415
-
-        try:
-            check_retry_settings(retry)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
     if not isinstance(max_renewals, int) or isinstance(max_renewals, bool) or not 0 <= max_renewals <= 10:
         raise ConfigurationError(f"max_renewals must be an integer from 0 to 10, got {max_renewals!r}")
     if (
