@@ -677,6 +677,8 @@ def _message(
         text += f" | vendor message: {c.message}"
     if c.remediation:
         text += f" | what to do: {c.remediation}"
+    if c.extra:  # e.g. Telegram's migrate_to_chat_id: what the caller needs to send again elsewhere
+        text += " | " + ", ".join(f"{name}: {scrub(str(value))}" for name, value in c.extra.items())
     text += f" | gave up: {reason}; {attempts} attempt(s); {method} {url}"
     if 1 < len(history) <= _SHORT_HISTORY:
         text += " | history: " + "; ".join(map(str, history))

@@ -659,27 +659,9 @@ class Policy:
         self, status_code: int, content: bytes, headers: Mapping[str, str] | None = None
     ) -> Classification | Literal[True] | None:
         """A classification, ``True`` for success by code, or ``None`` when the body has no code."""
-        if len(content) > self.retry.max_body_bytes:
-            return None
-        charset = _charset(headers)
-        if content.find(b"\x00") < 0 and _ascii_compatible(charset):  # the markers are visible as bytes
-            for marker in self._markers:
-                if marker in content:
-                    break
-            else:
-                return None
-        elif charset is None:
-            charset = json.detect_encoding(content)  # UTF-16/32, told by the BOM or the NUL bytes
-        try:
-            try:
-                text = content.decode(charset or "utf-8")
-            except LookupError:  # a charset Python does not know: read as UTF-8
-                text = content.decode("utf-8")
-            body = _decode(text[1:] if text.startswith("\ufeff") else text)
-        except (ValueError, RecursionError) as exc:  # bad JSON or bytes, absurd nesting
-            return self._unreadable(status_code, exc, charset, headers)
+        body = self._body(status_code, content, headers)
         if not isinstance(body, dict):
-            return None
+            return body  # no code to read (None), or a body that names one but cannot be read
         ex = self.extract
         raw_code = _first(body, ex.code)
         failed = ex.failure is not None and _same(_get(body, ex.failure[0]), ex.failure[1])
@@ -745,6 +727,30 @@ class Policy:
             wait_until=wait_until,
             extra=extra,
         )
+
+    def _body(
+        self, status_code: int, content: bytes, headers: Mapping[str, str] | None
+    ) -> dict[str, Any] | Classification | None:
+        """The body as a JSON object, in its declared charset; ``None`` when it cannot hold a code
+        (too large, no code key in it, not an object); a classification when it names a code key
+        but cannot be decoded or parsed (see :meth:`_unreadable`)."""
+        if len(content) > self.retry.max_body_bytes:
+            return None
+        charset = _charset(headers)
+        if content.find(b"\x00") < 0 and _ascii_compatible(charset):  # the markers are visible as bytes
+            if not any(marker in content for marker in self._markers):
+                return None
+        elif charset is None:
+            charset = json.detect_encoding(content)  # UTF-16/32, told by the BOM or the NUL bytes
+        try:
+            try:
+                text = content.decode(charset or "utf-8")
+            except LookupError:  # a charset Python does not know: read as UTF-8
+                text = content.decode("utf-8")
+            body = _decode(text[1:] if text.startswith("\ufeff") else text)
+        except (ValueError, RecursionError) as exc:  # bad JSON or bytes, absurd nesting
+            return self._unreadable(status_code, exc, charset, headers)
+        return body if isinstance(body, dict) else None
 
     def _header_request_id(self, headers: Mapping[str, str]) -> str | None:
         for name in self.extract.request_id_header:
