@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 import retrypolicy
-from retrypolicy.testing import Busy, FakeWeChat, _handler_class, _self_signed, _Server
+from retrypolicy.testing import Busy, FakeWeChat
+from retrypolicy.testing._servers import _handler_class, _self_signed, _Server
 
 SEND = "/cgi-bin/message/custom/send"
 MESSAGE = {"touser": "o1", "msgtype": "text", "text": {"content": "hi"}}
