@@ -37,7 +37,7 @@ class FakeWeChat(FakePlatform):
         "user_action": _Spec(45015, 200, "response out of time limit or subscription is canceled"),
         "fatal": _Spec(40003, 200, "invalid openid"),
     }
-    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=42001)
+    FAULT_CODES: ClassVar[Mapping[str, int | str]] = _fault_codes(_SPECS, token_expired=42001)
     _SINGLE_TOKEN: ClassVar[bool] = True
     _SEND = "/cgi-bin/message/custom/send"
     _TEMPLATE = "/cgi-bin/message/template/send"
@@ -81,7 +81,7 @@ class FakeWeChat(FakePlatform):
         n = self._serial
         return f"{0x65F00000 + n:08x}-{(n * 0x9E3779B1) & 0xFFFFFFFF:08x}-{(n * 0x85EBCA6B) & 0xFFFFFFFF:08x}"
 
-    def _error(self, code: int, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
+    def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         return self._json(status, {"errcode": code, "errmsg": f"{message} rid: {self._rid()}"}, more.get("headers"))
 
     def _route(self, request: httpx.Request) -> Route:
@@ -166,7 +166,7 @@ class FakeTencentIM(FakePlatform):
         "user_action": _Spec(80005, 200, "service disabled: edition expired or account overdue"),
         "fatal": _Spec(20003, 200, "invalid To_Account: the account does not exist"),
     }
-    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=70001)
+    FAULT_CODES: ClassVar[Mapping[str, int | str]] = _fault_codes(_SPECS, token_expired=70001)
 
     def __init__(
         self,
@@ -191,7 +191,7 @@ class FakeTencentIM(FakePlatform):
         if usersig:
             self._tokens.setdefault(usersig, _Issued(math.inf)).expired = True
 
-    def _error(self, code: int, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
+    def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         body = {"ActionStatus": "FAIL", "ErrorInfo": message, "ErrorCode": code}
         return httpx.Response(status, json=body, headers=more.get("headers"))
 
@@ -264,7 +264,7 @@ class FakeWhatsAppOnPrem(FakePlatform):
         ),
         "fatal": _Spec(1008, 400, "Required parameter is missing", "Parameter 'to' is required."),
     }
-    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=1005)
+    FAULT_CODES: ClassVar[Mapping[str, int | str]] = _fault_codes(_SPECS, token_expired=1005)
 
     def __init__(
         self,
@@ -299,7 +299,7 @@ class FakeWhatsAppOnPrem(FakePlatform):
     def _new_token_value(self) -> str:
         return "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + secrets.token_urlsafe(48) + "." + secrets.token_urlsafe(32)
 
-    def _error(self, code: int, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
+    def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         error = {"code": code, "title": message, "details": more.get("details") or message}
         return httpx.Response(status, json={"errors": [error], "meta": self._meta}, headers=more.get("headers"))
 
@@ -373,7 +373,7 @@ class FakeWhatsAppCloud(FakePlatform):
             131009, 400, "(#131009) Parameter value is not valid", "One or more parameter values are invalid."
         ),
     }
-    FAULT_CODES: ClassVar[Mapping[str, int]] = _fault_codes(_SPECS, token_expired=190)
+    FAULT_CODES: ClassVar[Mapping[str, int | str]] = _fault_codes(_SPECS, token_expired=190)
 
     def __init__(
         self,
@@ -393,7 +393,7 @@ class FakeWhatsAppCloud(FakePlatform):
     def _new_token_value(self) -> str:
         return "EAAG" + secrets.token_urlsafe(150).replace("-", "A").replace("_", "z")
 
-    def _error(self, code: int, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
+    def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         error: dict[str, Any] = {"message": message, "type": more.get("kind", "OAuthException"), "code": code}
         if more.get("subcode") is not None:
             error["error_subcode"] = more["subcode"]

@@ -46,20 +46,21 @@ class TokenExpired:
 class UserAction:
     """A code that needs a person; ``code`` overrides the platform's typical one.
 
-    WeChat 45015, Tencent 80005, on-prem 470, Cloud 131047.
+    WeChat 45015, Tencent 80005, on-prem 470, Cloud 131047, Slack ``not_in_channel``, Telegram 403.
     """
 
-    code: int | None = None
+    code: int | str | None = None  # a string for a platform with string codes (Slack)
 
 
 @dataclass(frozen=True, slots=True)
 class Fatal:
     """A code saying the request can never succeed as is; ``code`` overrides the default.
 
-    WeChat 40003, Tencent 20003, on-prem 1008 (HTTP 400), Cloud 131009 (HTTP 400).
+    WeChat 40003, Tencent 20003, on-prem 1008 (HTTP 400), Cloud 131009 (HTTP 400), Slack
+    ``channel_not_found``, Telegram 400 (chat not found).
     """
 
-    code: int | None = None
+    code: int | str | None = None  # a string for a platform with string codes (Slack)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +96,13 @@ class Dropped:
 
 @dataclass(frozen=True, slots=True)
 class ErrorCode:
-    """Any other platform code, in the platform's error body, with this HTTP status."""
+    """Any other platform code, in the platform's error body, with this HTTP status.
 
-    code: int
+    ``code`` is a string on a platform with string codes (Slack: ``ErrorCode("channel_not_found")``).
+    Telegram answers with its ``error_code`` as the HTTP status, whatever ``status`` says.
+    """
+
+    code: int | str
     status: int = 200
     message: str | None = None
     subcode: int | None = None

@@ -36,13 +36,13 @@ from ._servers import _handler_class, _Server
 # -- the shared machinery ----------------------------------------------------------------------
 
 
-def _fault_codes(specs: Mapping[str, _Spec], *, token_expired: int) -> Mapping[str, int]:
+def _fault_codes(specs: Mapping[str, _Spec], *, token_expired: int | str) -> Mapping[str, int | str]:
     """The code each fault kind gets, as documented in ``FAULT_CODES``: the specs' codes plus expiry."""
     return {**{kind: spec.code for kind, spec in specs.items()}, "token_expired": token_expired}
 
 
 class _Spec(NamedTuple):
-    code: int
+    code: int | str
     status: int
     message: str
     details: str | None = None
@@ -108,7 +108,7 @@ class FakePlatform:
     """The name of the platform's policy table (``retrypolicy.load_policy(fake.platform)``)."""
     BASE_URL: ClassVar[str] = "http://fake.invalid"
     """The platform's real base URL, handy with ``MockTransport`` (which ignores the host)."""
-    FAULT_CODES: ClassVar[Mapping[str, int]] = {}
+    FAULT_CODES: ClassVar[Mapping[str, int | str]] = {}
     """The code each fault kind is answered with: busy, rate_limited, token_expired, user_action, fatal."""
     _SPECS: ClassVar[Mapping[str, _Spec]] = {}
     _SINGLE_TOKEN: ClassVar[bool] = False  # does a new token invalidate the others?
@@ -345,7 +345,7 @@ class FakePlatform:
         raise AssertionError(f"unexpected fault {fault!r}")  # pragma: no cover
 
     def _spec_error(
-        self, kind: str, code: int | None = None, headers: Mapping[str, str] | None = None
+        self, kind: str, code: int | str | None = None, headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
         spec = self._SPECS[kind]
         if code is not None and code != spec.code:
@@ -396,5 +396,5 @@ class FakePlatform:
     def _handle_api(self, request: httpx.Request) -> httpx.Response:
         raise NotImplementedError
 
-    def _error(self, code: int, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
+    def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         raise NotImplementedError
