@@ -327,12 +327,28 @@ def _cause(exc: BaseException) -> str | None:
     return f"{type(inner).__name__}: {reason}" if isinstance(reason, str) and reason else type(inner).__name__
 
 
+RENEWAL_FLOOR = 5.0
+"""While the store is down, a token manager calls its hook at most once per this many seconds,
+unless its current token has carried a success since (see ``_token._ManagerBase._local``)."""
+
+
+def _fight(floor: float) -> str:
+    return (
+        "without the store each process renews its token on its own: token hooks that issue a new token on "
+        "every call (WeChat /cgi-bin/token: WeChatTokenHook(stable=False) or force_refresh=True) invalidate "
+        "the other processes' tokens, which renew in turn and fight each other; so until the store is back "
+        f"each process renews at most once per {floor:g} s unless its token worked since. "
+        "WeChatTokenHook(stable=True) returns the current token and does not fight"
+    )
+
+
 class StoreGuard:
     """Tracks whether a store answers: after a failure it is skipped for ``retry_after`` seconds.
 
     Logs ``retrypolicy.store_unavailable`` (warning: the store, the operation, the error type —
     never its text, which may hold a URL — and, as ``cause``, the type of the error under it,
-    with OpenSSL's reason for a TLS error) when a store stops answering, and
+    with OpenSSL's reason for a TLS error; ``renewal_floor`` and a ``hint`` that hooks issuing a
+    new token on every call fight each other without the store) when a store stops answering, and
     ``retrypolicy.store_recovered`` (info) when it answers again. Thread-safe enough: its state
     is two plain fields, and a lost race only repeats a check.
     """
@@ -344,8 +360,10 @@ class StoreGuard:
         logger: Any = None,
         retry_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        renewal_floor: float = RENEWAL_FLOOR,
     ) -> None:
         self.store = store
+        self.renewal_floor = renewal_floor
         self.log = as_logger(logger)
         self.retry_after = retry_after
         self.clock = clock
@@ -368,6 +386,8 @@ class StoreGuard:
                 operation=operation,
                 error=type(exc).__name__,
                 fallback="process-local",
+                renewal_floor=self.renewal_floor,
+                hint=_fight(self.renewal_floor),
                 retry_in=self.retry_after,
                 **({"cause": cause} if cause is not None else {}),
             )

@@ -16,6 +16,7 @@ goes on process-locally.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import threading
 import time
@@ -67,6 +68,17 @@ class AsyncTokenHook(Protocol):
 AnyTokenHook: TypeAlias = Callable[[], "str | Token | Awaitable[str | Token]"]
 
 
+_HOOK_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("retrypolicy_hook_deadline", default=None)
+"""While a transport's token manager runs a hook: when its ``token_timeout`` ends (``time.monotonic()``)."""
+
+
+def hook_deadline() -> float | None:
+    """When the token hook running now must have returned (``time.monotonic()`` seconds), if a
+    transport called it: the built-in hooks retry a failed token endpoint call until then. None
+    when the hook was called directly."""
+    return _HOOK_DEADLINE.get()
+
+
 class TokenHookError(Exception):
     """Internal: the hook failed; the message is safe to show (it never holds the token).
 
@@ -91,6 +103,31 @@ class _TokenState:
     calls: int = 0  # renewals finished so far, failed or not (a generation: see begin)
     last_error: TokenHookError | None = None
     rejected: deque[str] = field(default_factory=lambda: deque(maxlen=16))  # recent tokens a platform refused
+    proven: bool = False  # the current token carried a success (set once per token, read without a lock)
+    worked: deque[str] = field(default_factory=lambda: deque(maxlen=64))  # earlier tokens that carried one (a request
+    # renews at most RENEWAL_CAP, 64, times: it never asks about a token older than these)
+
+    def carried(self, token: str | None) -> bool:
+        """Did ``token`` carry a success? A refused token that did expired or was replaced
+        after working; one that did not may be refused the moment it is issued (a loop)."""
+        if token is None:
+            return False
+        return self.proven if token == self.value else token in self.worked
+
+    def succeeded(self, token: str | None) -> None:
+        """A request succeeded with ``token`` (``None``: with the current one)."""
+        if token is None or token == self.value:
+            self.proven = True
+        elif token not in self.worked:
+            self.worked.append(token)
+
+    def _install(self, value: str) -> None:
+        if value == self.value:
+            return
+        if self.proven and self.value is not None and self.value not in self.worked:
+            self.worked.append(self.value)
+        self.value = value
+        self.proven = False
 
     def is_rejected(self, token: str) -> bool:
         """Was this token refused and replaced? Requests still carrying it get the current one."""
@@ -135,7 +172,7 @@ class _TokenState:
         if expires_in is not None and (not isinstance(expires_in, (int, float)) or expires_in <= 0):
             raise TokenHookError(f"token hook returned an invalid expires_in {expires_in!r}")
         self._reject(stale)
-        self.value = value
+        self._install(value)
         self.lifetime = float(expires_in) if expires_in is not None else None
         self.expires_at = self.clock() + expires_in if expires_in is not None else None
         self.last_error = None
@@ -146,7 +183,7 @@ class _TokenState:
         """Take a token another renewer stored (no hook call here)."""
         if stale != token.value:
             self._reject(stale)
-        self.value = token.value
+        self._install(token.value)
         self.lifetime = token.lifetime
         self.expires_at = self.clock() + token.expires_in if token.expires_in is not None else None
         self.last_error = None
@@ -232,6 +269,7 @@ _Renewing: TypeAlias = Generator[_Op, Any, "Renewal"]
 _FIRST_POLL = 0.005  # seconds between claims while another renewer holds the lock: doubling...
 _MAX_POLL = 0.1  # ...up to this
 _LEASE_SLACK = 5.0  # the renewal lock outlives the hook timeout by this much
+_WORKED_SPACING = 1.0  # store down: seconds between renewals of tokens that worked (see _local)
 
 
 class _StoreFailed(Exception):
@@ -262,6 +300,7 @@ class _ManagerBase:
         self.guard = guard if guard is not None or store is None else StoreGuard(store)
         lease = getattr(store, "lease", None)
         self.lease: float = float(lease) if isinstance(lease, (int, float)) and lease > 0 else timeout + _LEASE_SLACK
+        self._fallback_at: float | None = None  # the last hook call while the store was down (time.monotonic)
 
     @property
     def hook_calls(self) -> int:
@@ -279,6 +318,17 @@ class _ManagerBase:
     def is_rejected(self, token: str) -> bool:
         """Did the platform refuse this token, which has since been replaced?"""
         return self._state.is_rejected(token)
+
+    def succeeded(self, token: str | None) -> None:
+        """Record that a request succeeded with ``token`` (``None``: the current token). The flow
+        calls it with the token each success was sent with; ``RetryCore.ready`` sends a request
+        without the flow only once the current token has worked (``_state.proven``), so the
+        success path reads one flag and takes no lock."""
+        self._state.succeeded(token)
+
+    def worked(self, token: str | None) -> bool:
+        """Had ``token`` carried a success before the platform refused it? (See ``decide``.)"""
+        return self._state.carried(token)
 
     def __repr__(self) -> str:
         name = getattr(self.hook, "__qualname__", type(self.hook).__name__)
@@ -345,6 +395,24 @@ class _ManagerBase:
 
     def _local(self, stale: str | None) -> _Renewing:
         state = self._state
+        if self.guard is not None:
+            # The store is down and this process renews on its own. With a hook that issues a new
+            # token on every call, processes renewing apart knock out each other's tokens, each
+            # renewal making the next: renew at most once per floor; sooner (but at most once per
+            # _WORKED_SPACING) only when the current token worked since, i.e. it expired in use.
+            floor, last = self.guard.renewal_floor, self._fallback_at
+            if last is not None:
+                spacing = min(floor, _WORKED_SPACING) if state.proven else floor
+                wait = last + spacing - time.monotonic()
+                if wait > self.timeout:
+                    why = TokenHookError(
+                        f"the token store is down and this process renewed {spacing - wait:.3g} s ago with no success"
+                        f" since; it renews at most once per {floor:g} s until the store is back"
+                    )
+                    return Renewal(state.fail(why, stale), False)
+                if wait > 0:
+                    yield _WaitOp(wait)
+            self._fallback_at = time.monotonic()
         try:
             result = yield _HOOK
             value = state.accept(result, stale)
@@ -448,7 +516,9 @@ class TokenManager(_ManagerBase):
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
                 error.append(exc)
 
-        worker = threading.Thread(target=run, name="retrypolicy-token-hook", daemon=True)
+        context = contextvars.copy_context()  # the caller's contextvars, as anyio gives the async transport's threads
+        context.run(_HOOK_DEADLINE.set, time.monotonic() + self.timeout)
+        worker = threading.Thread(target=context.run, args=(run,), name="retrypolicy-token-hook", daemon=True)
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
@@ -559,6 +629,7 @@ class AsyncTokenManager(_ManagerBase):
                         self.guard.failed(exc, "release")
 
     async def _timed_call(self) -> object:
+        reset = _HOOK_DEADLINE.set(time.monotonic() + self.timeout)
         try:
             with anyio.fail_after(self.timeout):
                 return await self._call()
@@ -568,6 +639,8 @@ class AsyncTokenManager(_ManagerBase):
             raise
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             raise _describe(exc) from None
+        finally:
+            _HOOK_DEADLINE.reset(reset)
 
     async def _call(self) -> object:
         acall = getattr(self.hook, "acall", None)

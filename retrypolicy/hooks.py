@@ -15,11 +15,17 @@ Each hook is a small object that a transport calls when it needs a credential::
   internal :class:`httpx.Client`); ``await hook.acall()`` is the asynchronous one (used by
   :class:`~retrypolicy.AsyncRetryTransport`, through an internal :class:`httpx.AsyncClient`).
   Both return a :class:`~retrypolicy.Token` with the lifetime the platform announced.
-* The hooks' own HTTP clients never go through a retrying transport: a hook makes exactly one
-  request per call and does not retry. A failure raises :class:`HookError`; the transport turns
-  it into :class:`~retrypolicy.TokenRefreshFailed` at once (no loop), and the next request calls
-  the hook again. Pass ``transport=`` / ``async_transport=`` (e.g. :class:`httpx.MockTransport`)
-  to replace the network in tests; passing a RetryTransport there is refused.
+* The hooks' own HTTP clients never go through a retrying transport. Called by a transport, a
+  hook retries a transient failure of its token endpoint (a connection error or timeout, an
+  HTTP 5xx, a busy code such as WeChat's ``-1``: what the platform's table calls retryable,
+  without a cooldown) with jittered exponential backoff (0.1 s doubling up to 2 s) until the
+  transport's ``token_timeout`` would pass, each call's own timeout cut to the time left. Any
+  other failure, or the last one, raises :class:`HookError` (saying how many calls were made);
+  the transport turns it into :class:`~retrypolicy.TokenRefreshFailed`, and the next request
+  calls the hook again. Called directly (``hook()``, ``await hook.acall()``), a hook makes one
+  request and does not retry. Pass ``transport=`` / ``async_transport=`` (e.g.
+  :class:`httpx.MockTransport`) to replace the network in tests; passing a RetryTransport there
+  is refused.
 * The clients are created on first use. ``close()`` closes the sync client, ``aclose()`` both;
   a later call opens a new one. Hooks are also (async) context managers. Like any
   :class:`httpx.AsyncClient`, the async client belongs to the event loop that first used it.
@@ -63,6 +69,7 @@ import hmac
 import json
 import logging
 import math
+import random
 import threading
 import time
 import zlib
@@ -71,13 +78,14 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+import anyio
 import httpx
 
 from ._errors import ConfigurationError, RetryPolicyError
 from ._load import load_policy
 from ._policy import Category, Classification, Policy
 from ._redact import redact_url, scrub
-from ._token import Token
+from ._token import Token, hook_deadline
 from ._transport import AsyncRetryTransport, RetryTransport
 
 __all__ = ["HookError", "TencentUserSig", "UserSigError", "WeChatTokenHook", "WhatsAppOnPremLogin"]
@@ -99,8 +107,8 @@ class HookError(RetryPolicyError):
         self.classification = classification
 
     @property
-    def code(self) -> int | None:
-        """The platform's error code, if it sent one."""
+    def code(self) -> int | str | None:
+        """The platform's error code, if it sent one (a string for a vendor's string codes)."""
         return self.classification.code if self.classification is not None else None
 
     @property
@@ -317,25 +325,39 @@ class _HTTPTokenHook:
 
     def __call__(self) -> Token:
         client = self._sync_client()
-        request = self._build(client)
-        try:
-            response = client.send(request)
-        except httpx.HTTPError as exc:
-            failure = self._network_error(request, exc)
-        else:
-            return self._parse(request, response)
-        raise failure  # outside the except block: nothing chained
+        deadline, started = hook_deadline(), time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            request = _bounded(self._build(client), self._timeout, deadline)
+            try:
+                return self._parse(request, client.send(request))
+            except httpx.HTTPError as exc:
+                failure = self._network_error(request, exc)
+            except HookError as exc:
+                failure = exc
+            delay = _retry_in(failure, attempt, deadline)
+            if delay is None:
+                raise _final(failure, attempt, started)  # outside the except block: nothing chained
+            time.sleep(delay)
 
     async def acall(self) -> Token:
         client = self._async_client()
-        request = self._build(client)
-        try:
-            response = await client.send(request)
-        except httpx.HTTPError as exc:
-            failure = self._network_error(request, exc)
-        else:
-            return self._parse(request, response)
-        raise failure
+        deadline, started = hook_deadline(), time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            request = _bounded(self._build(client), self._timeout, deadline)
+            try:
+                return self._parse(request, await client.send(request))
+            except httpx.HTTPError as exc:
+                failure = self._network_error(request, exc)
+            except HookError as exc:
+                failure = exc
+            delay = _retry_in(failure, attempt, deadline)
+            if delay is None:
+                raise _final(failure, attempt, started)
+            await anyio.sleep(delay)
 
     # -- results
 
@@ -380,6 +402,44 @@ class _HTTPTokenHook:
             f" | {self._where(request)}",
             platform=self.platform,
         )
+
+
+_FIRST_WAIT = 0.1  # seconds before the second call of a token endpoint that failed transiently...
+_MAX_WAIT = 2.0  # ...doubling up to this (each wait drawn from its upper half)
+_ROOM = 0.1  # a retry needs at least this much of token_timeout left after its wait
+
+
+def _bounded(request: httpx.Request, timeout: float, deadline: float | None) -> httpx.Request:
+    """The request with its timeout cut to what is left of the transport's ``token_timeout``, so
+    that the hook's own error, not the transport's timeout, says what went wrong."""
+    if deadline is not None:
+        left = deadline - time.monotonic() - _ROOM / 2
+        if left < timeout:
+            request.extensions["timeout"] = httpx.Timeout(max(left, _ROOM / 2)).as_dict()
+    return request
+
+
+def _retry_in(failure: HookError, attempt: int, deadline: float | None) -> float | None:
+    """Seconds to wait before calling the token endpoint again, or None to give up: only when a
+    transport called the hook (``deadline``), only after a transient failure (the table says
+    retryable and starts no cooldown: a network error, a 5xx, WeChat's -1), and only if the wait
+    and another call fit before the deadline."""
+    c = failure.classification
+    if deadline is None or c is None or c.category is not Category.RETRYABLE or c.cooldown is not None:
+        return None
+    delay = max(c.min_delay, min(_MAX_WAIT, _FIRST_WAIT * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+    return delay if time.monotonic() + delay + _ROOM <= deadline else None
+
+
+def _final(failure: HookError, attempts: int, started: float) -> HookError:
+    if attempts == 1:
+        return failure
+    spent = time.monotonic() - started
+    return HookError(
+        f"{failure} | gave up after {attempts} calls in {spent:.3g} s (token_timeout)",
+        platform=failure.platform,
+        classification=failure.classification,
+    )
 
 
 class WeChatTokenHook(_HTTPTokenHook):
