@@ -88,7 +88,14 @@ from ._redact import redact_url, scrub
 from ._token import Token, hook_deadline
 from ._transport import AsyncRetryTransport, RetryTransport
 
-__all__ = ["HookError", "TencentUserSig", "UserSigError", "WeChatTokenHook", "WhatsAppOnPremLogin"]
+__all__ = [
+    "HookError",
+    "SlackRotatingToken",
+    "TencentUserSig",
+    "UserSigError",
+    "WeChatTokenHook",
+    "WhatsAppOnPremLogin",
+]
 
 
 class HookError(RetryPolicyError):
@@ -728,3 +735,6 @@ class TencentUserSig:
         except (ValueError, binascii.Error, zlib.error, RecursionError):
             return None
         return doc if isinstance(doc, dict) else None
+
+
+from ._chat_hooks import SlackRotatingToken  # noqa: E402 - it builds on _HTTPTokenHook above

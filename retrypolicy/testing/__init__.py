@@ -8,6 +8,9 @@ Four fakes speak the real wire shapes of the platforms that retrypolicy knows:
 :class:`FakeTencentIM`        ``POST /v4/openim/sendmsg?sdkappid=&identifier=&usersig=&random=``
 :class:`FakeWhatsAppOnPrem`   ``POST /v1/users/login`` (basic auth), ``POST /v1/messages``
 :class:`FakeWhatsAppCloud`    ``POST /v{N}/{phone_number_id}/messages`` (Bearer)
+:class:`FakeSlack`            ``POST /api/chat.postMessage``, ``/api/chat.update``, ``/api/oauth.v2.access``
+                              (token rotation, single-use refresh tokens)
+:class:`FakeTelegram`         ``/bot<token>/sendMessage``, ``/bot<token>/getMe`` (static bot token)
 ============================  =================================================================
 
 A fake is a plain, thread-safe ``handler(request) -> httpx.Response``, so it plugs into
@@ -94,6 +97,8 @@ from ._faults import (
 from ._platform import FakePlatform
 from ._servers import RedisServer, redis_server
 from ._servers import free_port as free_port  # used by tests of the Redis store
+from ._slack import FakeSlack
+from ._telegram import FakeTelegram
 
 __all__ = [
     "Busy",
@@ -101,6 +106,8 @@ __all__ = [
     "ErrorCode",
     "FakeClock",
     "FakePlatform",
+    "FakeSlack",
+    "FakeTelegram",
     "FakeTencentIM",
     "FakeWeChat",
     "FakeWhatsAppCloud",
