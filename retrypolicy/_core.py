@@ -27,21 +27,25 @@ from typing import Any, TypeAlias
 import httpx
 
 from ._bodies import ORIGIN, mark_redirect, no_rewind, origin, readable, recipient_of, redirected, replayer
+from ._breaker import Breaker, Breakers, CircuitBreaker, check_attempt_timeout
 from ._clock import monotonic
 from ._config import host_key
 from ._decide import _FIRST_ATTEMPT, AttemptRecord, Decision, Limits, backoff, decide
 from ._errors import (
+    CircuitOpen,
     ConfigurationError,
     CooldownActive,
     RequestFailed,
     ResendUnsafe,
+    RetriesExhausted,
     RetryBudgetExhausted,
     TokenRefreshFailed,
 )
 from ._log import as_logger
+from ._observe import Attempt, Observer
 from ._overload import Bucket, Budgets, Cooldowns, RetryBudget, Snapshot, Stats
 from ._placement import token_in, with_token
-from ._policy import Category, Classification, Policy, RetrySettings
+from ._policy import Category, Classification, Policy, RetrySettings, impossible_limits
 from ._redact import raise_from, redact_url, scrub
 from ._token import AsyncTokenManager, TokenHookError, TokenManager
 
@@ -69,8 +73,9 @@ _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # raised while the request is being built or its headers written: never sent, and sending it again
 # would fail the same way (an illegal header value, a URL scheme no transport speaks)
 _UNSENDABLE = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
-_REQUEST_OPTIONS = frozenset({"retry", "max_attempts", "deadline", "idempotent"})
-_LEVELS = {"gave_up": "error", "token_reused": "debug"}  # every other event is a warning
+_REQUEST_OPTIONS = frozenset({"retry", "max_attempts", "deadline", "idempotent", "attempt_timeout"})
+_LEVELS = {"gave_up": "error", "token_reused": "debug", "circuit_closed": "info"}  # every other event is a warning
+_UNSENT = (CooldownActive, CircuitOpen)  # raised before an attempt: no attempt of theirs in the history
 _SHORT_HISTORY = 6  # attempts a message lists in full
 
 
@@ -142,10 +147,14 @@ class Lane:
     policy: Policy
     manager: TokenManager | AsyncTokenManager | None
     bucket: Bucket | None  # the platform's retry budget, refilled by each success
+    breaker: Breaker | None = None  # the circuit breaker of the platform (or of this host), fed by each attempt
+    cap: float = math.inf  # a first attempt's httpx timeouts are capped to this (attempt_timeout, deadline)
 
 
 class RetryCore:
     """Everything both transports share: policies, token managers, options and the flow."""
+
+    observer: Observer | None = None  # retrypolicy.otel: told of each attempt of a request that failed once
 
     def __init__(
         self,
@@ -159,6 +168,7 @@ class RetryCore:
         budget: RetryBudget | None = None,
         clock: Callable[[], float] = monotonic,
         wall_clock: Callable[[], float] = time.time,
+        breaker: CircuitBreaker | str | None = "table",
     ) -> None:
         self.policies = policies
         self.managers = dict(managers)
@@ -171,6 +181,8 @@ class RetryCore:
         self._default_options: dict[str, _Options] = {}
         self.budgets = Budgets(budget)
         self.cooldowns = Cooldowns(clock)
+        self.breaker = breaker  # "table": each policy's own [breaker] settings
+        self.breakers = Breakers(clock)
         self.stats = Stats()
         by_host: Mapping[str, Policy] = {"*": policies} if isinstance(policies, Policy) else policies
         self._lanes: dict[str, Lane] = {}  # host-only keys and "*": one dict lookup per request
@@ -178,16 +190,29 @@ class RetryCore:
         for key, p in by_host.items():
             host, port = host_key(key)
             if port is None:
-                self._lanes[host] = self._lane_of(p)
+                self._lanes[host] = self._lane_of(p, key)
             else:
                 if self._ports is None:
                     self._ports = {}
-                self._ports[host, port] = self._lane_of(p)
+                self._ports[host, port] = self._lane_of(p, key)
         self._lane = self._lanes["*"] if isinstance(policies, Policy) else None  # no lookup per request
 
-    def _lane_of(self, policy: Policy) -> Lane:
+    def _lane_of(self, policy: Policy, key: str = "*") -> Lane:
         manager = self.managers.get(policy.platform)
-        return Lane(policy, manager, self.budgets.bucket(policy.platform, policy.budget))
+        settings = policy.breaker if self.breaker == "table" else self.breaker
+        assert settings is None or isinstance(settings, CircuitBreaker)
+        base = self.retry or policy.retry
+        problem = check_attempt_timeout(settings, base.attempt_timeout, "retry.attempt_timeout")
+        if problem is not None:
+            raise ConfigurationError(f"{policy.platform}: {problem}")
+        # one breaker per platform, or per key where a policy mapping gives the platform several
+        several = sum(p.platform == policy.platform for p in self._by_host().values()) > 1
+        breaker = self.breakers.add(policy.platform, key if several else "*", settings)
+        cap = min(base.attempt_timeout or math.inf, base.deadline or math.inf)  # a deadline of 0 caps nothing
+        return Lane(policy, manager, self.budgets.bucket(policy.platform, policy.budget), breaker, cap)
+
+    def _by_host(self) -> Mapping[str, Policy]:
+        return {"*": self.policies} if isinstance(self.policies, Policy) else self.policies
 
     def lane_for(self, request: httpx.Request) -> Lane | None:
         """The lane of the request's host and port (a ``host:port`` key), else of its host (a
@@ -208,7 +233,15 @@ class RetryCore:
         if raw is None:  # the common case: table (or transport) defaults, computed once
             cached = self._default_options.get(policy.platform)
             if cached is None:
-                limits = Limits(base.max_attempts, base.initial_delay, base.max_delay, base.deadline, self.max_renewals)
+                limits = Limits(
+                    base.max_attempts,
+                    base.initial_delay,
+                    base.max_delay,
+                    base.deadline,
+                    self.max_renewals,
+                    min_delay=base.min_delay,
+                    attempt_timeout=base.attempt_timeout,
+                )
                 cached = self._default_options[policy.platform] = _Options(limits, None)
             return cached
         if not isinstance(raw, Mapping):
@@ -230,7 +263,28 @@ class RetryCore:
             raise ConfigurationError(f"deadline must be a finite number of seconds >= 0, got {deadline!r}")
         if idempotent is not None and not isinstance(idempotent, bool):
             raise ConfigurationError(f"idempotent must be True or False, got {idempotent!r}")
-        limits = Limits(attempts, base.initial_delay, base.max_delay, float(deadline), self.max_renewals, resend)
+        timeout = raw.get("attempt_timeout", base.attempt_timeout)
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf
+        ):
+            raise ConfigurationError(f"attempt_timeout must be a finite number of seconds > 0, got {timeout!r}")
+        problem = impossible_limits(attempts, base.min_delay, deadline, timeout, "with this request's options, ")
+        if problem is None and "attempt_timeout" in raw:
+            lane = self.lane_for(request)
+            breaker = lane.breaker.settings if lane is not None and lane.breaker is not None else None
+            problem = check_attempt_timeout(breaker, timeout, "this request's attempt_timeout")
+        if problem is not None:
+            raise ConfigurationError(problem)
+        limits = Limits(
+            attempts,
+            base.initial_delay,
+            base.max_delay,
+            float(deadline),
+            self.max_renewals,
+            resend,
+            min_delay=base.min_delay,
+            attempt_timeout=None if timeout is None else float(timeout),
+        )
         return _Options(limits, idempotent)
 
     def secrets(self, *extra: str | None) -> list[str]:
@@ -253,35 +307,46 @@ class RetryCore:
         lane = self._lane if self._lane is not None else self.lane_for(request)  # no call with one policy
         if lane is None:
             return None  # a host no policy covers: the flow passes it through
-        cooldowns, budgets = self.cooldowns, self.budgets
+        cooldowns, budgets, breakers = self.cooldowns, self.budgets, self.breakers
         if (
             EXTENSION in request.extensions
             or ORIGIN in request.extensions  # a hop of a redirect chain: the flow checks its origin
             or not cooldowns.quiet
-            or ((cooldowns.store is not None or budgets.store is not None) and self._sync_due())
+            or not breakers.quiet  # a circuit breaker is open or half-open: the flow's gate decides
+            or (
+                (cooldowns.store is not None or budgets.store is not None or breakers.store is not None)
+                and self._sync_due()
+            )
             or (type(request.stream) is not httpx.ByteStream and replayer(request.stream) is not no_rewind)
         ):
             return None
         manager = lane.manager
-        if manager is None:
-            return request, lane
-        token = manager.fresh()
-        if token is None or not manager._state.proven:  # one flag, no lock (see TokenManager.succeeded)
-            return None  # a renewal is due, or the token has not worked yet: the flow records its first success
-        placement = lane.policy.token
-        carried = token_in(request, placement)
-        if carried is None:
-            return with_token(request, placement, token), lane
-        # the request brings a token (an SDK that builds its own URLs): sent as it is unless refused
-        return (request, lane) if not manager.is_rejected(carried) else None
+        if manager is not None:
+            placement = lane.policy.token
+            carried = token_in(request, placement)
+            if carried is not None:  # the request brings a token (an SDK that builds its own URLs)
+                if not manager.worked(carried) or manager.is_rejected(carried):
+                    return None  # the flow records its first success, or replaces a refused one
+                # else sent as it is
+            else:
+                token = manager.fresh()
+                if token is None or not manager._state.proven:  # one flag, no lock (see TokenManager.succeeded)
+                    return None  # a renewal is due, or the token has not worked yet: the flow records its first success
+                request = with_token(request, placement, token)
+        timeout = request.extensions.get("timeout")
+        if timeout is not None and not _within(timeout, lane.cap):  # the attempt timeout, or the deadline
+            request = _timed(request, _capped(timeout, lane.cap))
+        return request, lane
 
     def _sync_due(self) -> bool:
         """Are shared cooldowns due to be pulled, or refills to be pushed (both by the flow)?
         Both gates asked with one clock read: they run on the core's clock (``share_state`` gives
         the budgets' gate this clock)."""
-        now, cooldowns, budgets = self.clock(), self.cooldowns, self.budgets
-        return (cooldowns.store is not None and now >= cooldowns.pull_gate.next_at) or (
-            budgets.store is not None and now >= budgets.push_gate.next_at
+        now, cooldowns, budgets, breakers = self.clock(), self.cooldowns, self.budgets, self.breakers
+        return (
+            (cooldowns.store is not None and now >= cooldowns.pull_gate.next_at)
+            or (budgets.store is not None and now >= budgets.push_gate.next_at)
+            or (breakers.store is not None and now >= breakers.pull_gate.next_at)
         )
 
     def settle(self, lane: Lane, response: httpx.Response, request: httpx.Request) -> Classification | bool | None:
@@ -304,6 +369,9 @@ class RetryCore:
         next(self.stats.first_try)
         if lane.bucket is not None:
             next(lane.bucket.successes)  # Budgets.success(), inlined: the refill is added when read
+        breaker = lane.breaker
+        if breaker is not None and not next(breaker.successes) & 63:  # Breakers.answered(), inlined
+            self.breakers.tally(breaker)  # every 64th success enters the window with a timestamp
         return True
 
     def interrupted(self) -> None:
@@ -324,19 +392,27 @@ class RetryCore:
         if lane is None:
             return (yield from _pass_through(request))
         ex = _Exchange(self, lane, request, first)
+        observer = self.observer
         try:
             yield from ex.prepare()
             while True:
                 yield from ex.gate()
                 failed = yield from ex.attempt()
                 if failed is None:
+                    if observer is not None and ex.attempts > 1:
+                        ex.observe(observer, None, None)
+                    yield from ex.heard(None)  # the circuit breaker counts it (a probe's success closes it)
                     return ex.succeed()
                 c, decision = yield from ex.judge(failed)
+                if observer is not None:
+                    ex.observe(observer, c, decision)
                 if decision.action == "give_up":
                     return (yield from ex.give_up(c, decision))
                 yield from ex.act(c, decision)
         finally:  # the counters take one lock per request, however it ends (cancellation included)
             ex.count()
+            if ex.probe:  # a probe that ended without an outcome (cancelled): its place is free again
+                self.breakers.release(ex.probe)
 
     def _following(self, request: httpx.Request) -> Lane | None:
         """The request's lane, unless it follows a redirect to another origin than the one the
@@ -357,7 +433,23 @@ class RetryCore:
             quick = st.first_tries()
             counts = (st.requests + quick, st.attempts + quick, st.retries, st.renewals, st.succeeded + quick)
             gave_up = dict(st.gave_up)
-        return Snapshot(*counts, gave_up, budget=self.budgets.levels(), cooldowns=self.cooldowns.active())
+        return Snapshot(
+            *counts,
+            gave_up,
+            budget=self.budgets.levels(),
+            cooldowns=self.cooldowns.active(),
+            circuits=self.breakers.status(),
+        )
+
+    def circuit_event(self, event: str, breaker: Breaker, **fields: Any) -> None:
+        """Log a circuit breaker's change (``circuit_opened``: warning; ``circuit_closed``: info)."""
+        cause = breaker.cause
+        base: dict[str, Any] = {"platform": breaker.platform, "host": breaker.host, "state": breaker.state}
+        if event == "circuit_opened" and isinstance(cause, Classification):
+            base.update(code=cause.code, category=cause.category.value, description=cause.description)
+        base.update(fields)
+        with contextlib.suppress(Exception):  # logging must not fail the request
+            getattr(self.log, _LEVELS.get(event, "warning"))(f"retrypolicy.{event}", **base)
 
     def emit(
         self, event: str, c: Classification, method: str, url: str, attempt: int, elapsed: float, **extra: Any
@@ -409,6 +501,7 @@ class _Exchange:
         self.limits, self.idempotent = opts.limits, opts.idempotent
         self.request = first.sent if first is not None else asked  # ready() filled in a fresh token
         self.started = first.started if first is not None else core.clock()
+        self.sent_at = self.started  # when the current attempt started (kept only for an observer)
         self.token: str | None = None
         self.rewind: Callable[[], object] | None = no_rewind
         self.state = _FIRST_ATTEMPT
@@ -420,6 +513,9 @@ class _Exchange:
         self.error: Exception | None = None
         self.sent = True
         self._url: str | None = None
+        self.probe: Breaker | None = None  # the circuit breaker the attempt under way probes
+        self.timeout = asked.extensions.get("timeout")  # the client's httpx timeouts, before any cap
+        self.cause: Classification | None = None  # what the latest attempt failed with
 
     # -- the steps
 
@@ -444,10 +540,23 @@ class _Exchange:
             yield StoreCall(budgets.push)
 
     def gate(self) -> Step:
+        """Fail fast, unsent, while a cooldown covers the request (``CooldownActive``), when its
+        deadline has passed, or while its circuit breaker is open (``CircuitOpen``)."""
+        if self.first is not None:  # the driver made the first attempt: nothing to check before it
+            return
+        if self.attempts and self.limits.deadline > 0 and self.core.clock() - self.started >= self.limits.deadline:
+            assert self.cause is not None  # a retry: judge() saw the attempt before
+            reason = f"the {self.limits.deadline:g} s deadline passed before attempt {self.attempts + 1} could be sent"
+            raise_from(self.failed(RetriesExhausted, self.cause, reason, unsent=True), None)
+        yield from self.cooling()
+        if self.lane.breaker is not None:
+            yield from self.circuit(self.lane.breaker)
+
+    def cooling(self) -> Step:
         """Fail fast, unsent, while a cooldown covers the request (``CooldownActive``)."""
         cooldowns, exempt = self.core.cooldowns, self.exempt
         self.exempt = False
-        if self.first is not None or exempt or not cooldowns.running:  # nothing to check on the hot path
+        if exempt or not cooldowns.running:  # nothing to check on the hot path
             return
         if cooldowns.store is not None and cooldowns.claim_pull():
             yield StoreCall(cooldowns.pull)
@@ -458,15 +567,43 @@ class _Exchange:
             reason = f"an {scope} cooldown started by code {cause.code} has {left:.3g} s left"
             raise_from(self.failed(CooldownActive, cause, reason, remaining=left), None)
 
+    def circuit(self, breaker: Breaker) -> Step:
+        """Fail fast, unsent, while the circuit breaker is open or its probes are out
+        (``CircuitOpen``); once it is half-open, the attempt may be a probe (asked of the shared
+        store, if any, so that all processes together send ``probes`` of them)."""
+        core, breakers = self.core, self.core.breakers
+        if breakers.store is not None and breakers.claim_pull():
+            for event, b, fields in (yield StoreCall(breakers.pull)) or ():
+                core.circuit_event(event, b, **fields)
+        if breakers.quiet:  # every breaker closed: nothing to check
+            return
+        verdict, left = breakers.admit(breaker)
+        if verdict == "probe" and breakers.shared(breaker):
+            verdict, left = yield StoreCall(functools.partial(breakers.claim_probe, breaker))
+        if verdict == "probe":
+            self.probe = breaker
+            return
+        if verdict == "pass":
+            return
+        where = breaker.platform if breaker.host is None else f"{breaker.platform} at {breaker.host}"
+        if verdict == "open":
+            reason = f"the circuit breaker of {where} is open; it lets a probe through in {left:.3g} s"
+        else:
+            reason = f"the circuit breaker of {where} is half-open and its probes are out"
+        cause = breaker.cause if isinstance(breaker.cause, Classification) else _circuit_classification(self.policy)
+        raise_from(self.failed(CircuitOpen, cause, reason, remaining=left), None)
+
     def attempt(self) -> Generator[Action, Any, Classification | None]:
         """Send once, or take over the driver's first attempt: ``None`` for a success, else
         what failed, classified."""
         first, self.first = self.first, None
         self.attempts += 1
+        if first is None and self.core.observer is not None:
+            self.sent_at = self.core.clock()
         self.response, self.error, self.sent = None, None, True
         try:
             if first is None:
-                self.response = yield self.request
+                self.response = yield self.timed()
                 if not hasattr(self.response, "_content") and readable(self.response, self.policy.retry.max_body_bytes):
                     yield Read(self.response)
             else:
@@ -484,6 +621,54 @@ class _Exchange:
             return _transport_classification(self.policy, exc, self.sent)
         assert self.response is not None
         return self.policy.classify(self.response)
+
+    def timed(self) -> httpx.Request:
+        """The request to send, its httpx timeouts capped by the attempt timeout and by the time
+        left before the deadline (as google-api-core caps each attempt's timeout)."""
+        request, limits = self.request, self.limits
+        cap = limits.attempt_timeout or math.inf
+        if limits.deadline > 0:  # a deadline of 0 allows no retry, and leaves the first attempt alone
+            left = limits.deadline - (self.core.clock() - self.started)
+            if left > 0:
+                cap = min(cap, left)
+        timeout = self.timeout
+        if timeout is None:
+            return request
+        wanted = timeout if _within(timeout, cap) else _capped(timeout, cap)
+        return request if request.extensions.get("timeout") == wanted else _timed(request, wanted)
+
+    def heard(self, c: Classification | None) -> Step:
+        """Tell the circuit breaker how the attempt went: a retryable failure (a timeout and a
+        connection error included) counts against the platform; a success, or an answer of any
+        other category (the platform is up), counts for it; a request that could not be built
+        counts for nothing. A probe's outcome closes the breaker, or opens it again."""
+        breaker, probe = self.lane.breaker, self.probe
+        self.probe = None
+        if breaker is None:
+            return
+        core, breakers = self.core, self.core.breakers
+        if c is not None and c.category is Category.RETRYABLE:
+            opened = breakers.failure(breaker, c, probe is not None)
+            if opened is not None:
+                core.circuit_event(
+                    "circuit_opened",
+                    breaker,
+                    seconds=round(opened.seconds, 3),
+                    failures=opened.failures,
+                    calls=round(opened.calls, 1),
+                    reopened=opened.reopened,
+                    method=self.request.method,
+                    url=self.url,
+                )
+                if breakers.shared(breaker):
+                    yield StoreCall(functools.partial(breakers.publish_open, breaker, opened.seconds, c))
+        elif c is not None and c.source == "transport":  # never sent: the platform said nothing
+            if probe is not None:
+                breakers.release(probe)
+        elif breakers.answered(breaker, probe is not None):
+            core.circuit_event("circuit_closed", breaker, method=self.request.method, url=self.url)
+            if breakers.shared(breaker):
+                yield StoreCall(functools.partial(breakers.publish_close, breaker))
 
     def succeed(self) -> httpx.Response:
         response = self.response
@@ -504,6 +689,8 @@ class _Exchange:
             self.token = token_in(self.request, self.policy.token)
         secrets = core.secrets(self.token)
         c = replace(c, message=scrub(c.message, secrets), details=scrub(c.details, secrets) if c.details else c.details)
+        self.cause = c
+        yield from self.heard(c)
         if c.cooldown is not None:
             yield from self.cool_down(c)
         safe, why = self.resend_safety(c)
@@ -623,6 +810,29 @@ class _Exchange:
                 self.core.stats.renewals += 1
         self.emit("token_renewed", c, hook_called=hook_called, resent=False)
 
+    def observe(self, observer: Observer, c: Classification | None, decision: Decision | None) -> None:
+        """Tell the observer about the attempt just made (``c`` None: it succeeded); it never
+        fails the request."""
+        url, response, error = self.request.url, self.response, self.error
+        attempt = Attempt(
+            self.policy.platform,
+            self.request.method,
+            self.url,
+            url.scheme,
+            url.host,
+            url.port,
+            self.attempts,
+            self.sent_at,
+            self.core.clock(),
+            None if response is None else response.status_code,
+            c,
+            None if decision is None else decision.action,
+            0.0 if decision is None else decision.delay,
+            None if error is None else f"{type(error).__module__}.{type(error).__qualname__}",
+        )
+        with contextlib.suppress(Exception):
+            observer.attempted(attempt)
+
     def recipient_of(self) -> str | None:
         if not self.recipient_read:
             self.recipient, self.recipient_read = recipient_of(self.request, self.policy), True
@@ -643,13 +853,17 @@ class _Exchange:
         attempt = self.attempts if event == "gave_up" else self.state.attempt
         self.core.emit(event, c, self.request.method, self.url, attempt, elapsed, **extra)
 
-    def failed(self, error: type[RequestFailed], c: Classification, reason: str, **extra: Any) -> RequestFailed:
-        """Count and log the give-up, and build its exception (the caller raises it)."""
+    def failed(
+        self, error: type[RequestFailed], c: Classification, reason: str, *, unsent: bool = False, **extra: Any
+    ) -> RequestFailed:
+        """Count and log the give-up, and build its exception (the caller raises it). ``unsent``:
+        given up before an attempt (as ``CooldownActive`` and ``CircuitOpen`` always are), so
+        the history gets no record for it."""
         with self.core.stats.lock:
             self.core.stats.gave_up[c.category.value] += 1
         self.emit("gave_up", c, reason=reason, error=error.__name__)
         history = self.state.history
-        if error is not CooldownActive and self.attempts:
+        if error not in _UNSENT and not unsent and self.attempts:
             history = (*history, AttemptRecord.of(self.state.attempt, c, "give_up", 0.0))
         return error(
             _message(c, reason, self.attempts, self.request.method, self.url, history),
@@ -695,6 +909,35 @@ def _transport_classification(policy: Policy, exc: httpx.TransportError, sent: b
     return Classification(
         policy.platform, None, Category.RETRYABLE, message, description, ambiguous=sent, source="transport"
     )
+
+
+def _within(timeout: Any, cap: float) -> bool:
+    """Is every httpx timeout in ``timeout`` set and at most ``cap`` (nothing to cap)?"""
+    try:
+        for value in timeout.values():
+            if value is None or value > cap:
+                return cap == math.inf
+    except (AttributeError, TypeError):  # not httpx's dict of timeouts: left to the inner transport
+        return True
+    return True
+
+
+def _capped(timeout: Mapping[str, float | None], cap: float) -> dict[str, float | None]:
+    return {name: cap if value is None or value > cap else value for name, value in timeout.items()}
+
+
+def _timed(request: httpx.Request, timeout: Mapping[str, float | None]) -> httpx.Request:
+    """A shallow copy of the request with these httpx timeouts: the client's own request keeps
+    its own, so each attempt is capped afresh."""
+    copy = object.__new__(httpx.Request)
+    copy.__dict__.update(request.__dict__)
+    copy.extensions = {**request.extensions, "timeout": timeout}
+    return copy
+
+
+def _circuit_classification(policy: Policy) -> Classification:
+    description = "The circuit breaker is open: recent attempts failed"
+    return Classification(policy.platform, None, Category.RETRYABLE, "", description, source="transport")
 
 
 def _token_classification(policy: Policy) -> Classification:
