@@ -18,6 +18,7 @@ from ._config import CertArg, ProxyArg, VerifyArg, host_key, inner_transport
 from ._core import Close, FetchToken, First, Flow, Read, RenewToken, RetryCore, Sleep, StoreCall
 from ._errors import ConfigurationError
 from ._load import load_policy
+from ._observe import Binds, Observer
 from ._log import as_logger
 from ._overload import RetryBudget, Snapshot
 from ._policy import Category, Classification, Policy, RetrySettings
@@ -110,6 +111,7 @@ def _build_core(
     budget: RetryBudget | None,
     logger: Any,
     token_store: TokenStore | None,
+    telemetry: Binds | None = None,
 ) -> RetryCore:
     """Validate the arguments and build the shared core; the transports differ only in managers."""
     _check(retry, max_renewals, token_timeout)
@@ -135,7 +137,23 @@ def _build_core(
     )
     if store is not None and guard is not None:
         share_state(store, names, guard, core.budgets, core.cooldowns)
+    core.observer = _observer(telemetry, core)
     return core
+
+
+def _observer(telemetry: object, core: RetryCore) -> Observer | None:
+    """The observer of the core's attempts (``retrypolicy.otel.Telemetry``), or None."""
+    if telemetry is None:
+        return None
+    bind = getattr(telemetry, "bind", None)
+    if not callable(bind):
+        raise ConfigurationError(
+            f"telemetry must be a retrypolicy.otel.Telemetry (or None), got {type(telemetry).__name__}"
+        )
+    observer = bind(core)
+    if not callable(getattr(observer, "attempted", None)):
+        raise ConfigurationError(f"{type(telemetry).__name__}.bind() returned no observer (an object with attempted())")
+    return observer  # type: ignore[no-any-return]
 
 
 def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category]:
@@ -191,6 +209,7 @@ class RetryTransport(httpx.BaseTransport):
     Give them here, not to ``httpx.Client``: a client's ``proxy=`` mounts a transport of its own
     that bypasses this one, and its ``verify=``/``cert=`` never reach this one. With ``transport=``
     they are refused: set them on the transport you pass.
+    ``telemetry``: a :class:`retrypolicy.otel.Telemetry` (OpenTelemetry spans and metrics), or None.
     """
 
     def __init__(
@@ -212,6 +231,7 @@ class RetryTransport(httpx.BaseTransport):
         http2: bool | None = None,
         limits: httpx.Limits | None = None,
         trust_env: bool | None = None,
+        telemetry: Binds | None = None,
     ) -> None:
         inner: httpx.BaseTransport = inner_transport(
             httpx.HTTPTransport,
@@ -234,6 +254,7 @@ class RetryTransport(httpx.BaseTransport):
             budget=budget,
             logger=logger,
             token_store=token_store,
+            telemetry=telemetry,
         )
         self._transport = inner
 
@@ -346,6 +367,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         http2: bool | None = None,
         limits: httpx.Limits | None = None,
         trust_env: bool | None = None,
+        telemetry: Binds | None = None,
     ) -> None:
         inner: httpx.AsyncBaseTransport = inner_transport(
             httpx.AsyncHTTPTransport,
@@ -368,6 +390,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             budget=budget,
             logger=logger,
             token_store=token_store,
+            telemetry=telemetry,
         )
         self._transport = inner
 
