@@ -5,6 +5,7 @@ Public API (everything else is private)::
 
     load_policy(name_or_path) -> Policy          Policy.classify(response) -> Classification | None
     RetryTransport / AsyncRetryTransport         Token, RetrySettings, set_testing() -> TestingMode
+    RetryBudget, CircuitBreaker                  overload protection (Snapshot, CircuitStatus in snapshot())
     TokenStore, MemoryTokenStore, RedisTokenStore  sharing one token between transports and processes
     Category, Classification, Rule, AttemptRecord  the exception tree (see retrypolicy._errors)
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 
+from ._breaker import CircuitBreaker, CircuitStatus
 from ._clock import TestingMode, is_testing, set_testing
 from ._core import EXTENSION
 from ._decide import AttemptRecord
 from ._errors import (
+    CircuitOpen,
     ConfigurationError,
     CooldownActive,
     PolicyError,
@@ -53,6 +56,9 @@ __all__ = [
     "AsyncTokenHook",
     "AttemptRecord",
     "Category",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CircuitStatus",
     "Classification",
     "ConfigurationError",
     "Cooldown",

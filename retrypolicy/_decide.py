@@ -116,6 +116,8 @@ class Limits:
     deadline: float
     max_renewals: int
     resend: bool = True  # False: the request is sent exactly once (per-request ``retry: False``)
+    min_delay: float = 0.0  # the shortest wait before a retry (RetrySettings.min_delay)
+    attempt_timeout: float | None = None  # caps each attempt's httpx timeouts, as the deadline's time left does
 
 
 def backoff(limits: Limits, attempt: int) -> float:
@@ -144,7 +146,9 @@ def decide(
     """What to do after a failed attempt. A pure function of its arguments.
 
     ``wait`` is the backoff for this attempt (from :func:`backoff`); the delay is the largest of
-    it, the rule's ``min_delay`` and ``retry_after``.
+    it, the limits' and the rule's ``min_delay`` and ``retry_after`` (a wait hint: Retry-After or
+    the table's ``[wait_hint]``). A delay that would pass the deadline gives up at once: the
+    request never sleeps past its deadline.
 
     A refused token is renewed unless one of these bounds is reached:
 
@@ -192,7 +196,7 @@ def decide(
         return Decision("give_up", error=TokenRefreshFailed, reason=reason)
     if state.attempt >= limits.max_attempts:
         return Decision("give_up", error=RetriesExhausted, reason=f"no attempts left ({limits.max_attempts} allowed)")
-    delay = max(wait if wait is not None else 0.0, classification.min_delay, retry_after or 0.0)
+    delay = max(wait if wait is not None else 0.0, limits.min_delay, classification.min_delay, retry_after or 0.0)
     if elapsed + delay > limits.deadline:
         return Decision(
             "give_up",

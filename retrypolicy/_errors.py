@@ -15,7 +15,8 @@
         │                                 failure of a non-idempotent request, or a one-shot body)
         ├── TokenRefreshFailed            the token hook failed, or a fresh token was refused too
         ├── RetryBudgetExhausted          retryable, but the transport's retry budget is empty
-        └── CooldownActive                not sent: a cooldown from an earlier code is running
+        ├── CooldownActive                not sent: a cooldown from an earlier code is running
+        └── CircuitOpen                   not sent: the platform's circuit breaker is open
 
 Every :class:`RequestFailed` carries ``.classification`` (what the platform said, classified
 by the policy table), ``.attempts`` (how many times the request was sent), ``.history`` (each
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from ._policy import Classification
 
 __all__ = [
+    "CircuitOpen",
     "ConfigurationError",
     "CooldownActive",
     "PolicyError",
@@ -168,6 +170,18 @@ class CooldownActive(RequestFailed):
     """The request was not sent: an earlier response started a cooldown (a quota or rate limit
     for the whole app or for this recipient). ``remaining`` is the time left in seconds;
     ``classification`` is the code that started it; ``attempts`` is how many were sent before.
+    """
+
+    def __init__(self, message: str, *, remaining: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.remaining = remaining
+
+
+class CircuitOpen(RequestFailed):
+    """The request was not sent: the circuit breaker of its platform (or host) is open, because
+    too many recent attempts failed (see :class:`~retrypolicy.CircuitBreaker`). ``remaining`` is
+    the time in seconds until the breaker lets a probe through (0 while probes are in flight);
+    ``classification`` is the failure that opened it; ``attempts`` is how many were sent before.
     """
 
     def __init__(self, message: str, *, remaining: float, **kwargs: Any) -> None:

@@ -12,11 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._breaker import CircuitBreaker, check_attempt_timeout
 from ._errors import PolicyError
 from ._overload import RetryBudget
 from ._policy import (
     _CODE_TEXT,
     _MAX_CODE,
+    DEFAULT_BREAKER,
     Category,
     Code,
     Cooldown,
@@ -43,7 +45,7 @@ extended (``extends = "slack"``) and is known to the CLI. The ones not (yet) in
 _TOP_KEYS = {
     "schema", "platform", "title", "docs", "extends", "unknown_category", "success_codes",
     "ambiguous_http", "extract", "token", "retry", "http", "rules", "recipient", "budget", "idempotent_paths",
-    "wait_hint",
+    "wait_hint", "breaker",
 }  # fmt: skip
 _EXTRACT_KEYS = {
     "code", "message", "details", "subcode", "request_id", "transient", "request_id_pattern", "failure",
@@ -153,6 +155,10 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
     if "recipient" in data:
         recipient = v.paths({"recipient": data["recipient"]}, "recipient", (), where="")
     budget = v.budget(data.get("budget"), base.budget if base else None)
+    breaker = v.breaker(data.get("breaker"), base.breaker if base else DEFAULT_BREAKER)
+    problem = check_attempt_timeout(breaker, retry.attempt_timeout, "retry.attempt_timeout")
+    if problem is not None:
+        raise v.error(problem, field="breaker.window")
     idempotent_paths = base.idempotent_paths if base else ()
     if "idempotent_paths" in data:
         globs = data["idempotent_paths"]
@@ -175,6 +181,7 @@ def policy_from_mapping(data: Mapping[str, Any], *, source: str = "<policy>") ->
         ambiguous_http=ambiguous_http,
         recipient=recipient,
         budget=budget,
+        breaker=breaker,
         idempotent_paths=idempotent_paths,
         docs=docs,
         source=source,
@@ -443,15 +450,19 @@ class _Validator:
 
     def retry(self, value: object, base: RetrySettings) -> RetrySettings:
         section = self.table(value, "retry")
-        allowed = {"max_attempts", "initial_delay", "max_delay", "deadline", "max_body_bytes"}
+        allowed = {
+            "max_attempts", "initial_delay", "max_delay", "deadline", "max_body_bytes", "min_delay", "attempt_timeout",
+        }  # fmt: skip
         self.keys(section, allowed, "retry")
         out: dict[str, Any] = {}
-        for key in allowed:
+        for key in sorted(allowed):
             if key not in section:
                 continue
             raw = section[key]
             integral = key in ("max_attempts", "max_body_bytes")
             ok = _is_int(raw) if integral else _is_number(raw)
+            if key == "attempt_timeout" and ok and raw <= 0:
+                raise self.error(f"must be a number of seconds > 0, got {raw!r}", field="retry.attempt_timeout")
             if not ok or raw < (1 if integral else 0):
                 kind = "a positive integer" if integral else "a number >= 0"
                 raise self.error(f"must be {kind}, got {raw!r}", field=f"retry.{key}")
@@ -460,6 +471,35 @@ class _Validator:
             return replace(base, **out)  # RetrySettings checks itself
         except ValueError as exc:
             raise self.error(str(exc), field="retry") from None
+
+    def breaker(self, value: object, base: CircuitBreaker | None) -> CircuitBreaker | None:
+        """The ``[breaker]`` section: changes to the base table's breaker (or the default one);
+        ``enabled = false`` turns it off for this platform."""
+        if value is None:
+            return base
+        section = self.table(value, "breaker")
+        fields = {"failure_ratio", "min_calls", "window", "open_for", "max_open_for", "probes"}
+        self.keys(section, {"enabled", *fields}, "breaker")
+        enabled = section.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise self.error(f"must be true or false, got {enabled!r}", field="breaker.enabled")
+        if not enabled:
+            if set(section) - {"enabled"}:
+                raise self.error("settings of a breaker that enabled = false turns off", field="breaker.enabled")
+            return None
+        out: dict[str, Any] = {}
+        for key in sorted(fields & set(section)):
+            raw = section[key]
+            integral = key in ("min_calls", "probes")
+            if not (_is_int(raw) if integral else _is_number(raw)):
+                kind = "an integer" if integral else "a number"
+                raise self.error(f"must be {kind}, got {raw!r}", field=f"breaker.{key}")
+            out[key] = raw if integral else float(raw)
+        try:
+            return replace(base or CircuitBreaker(), **out)  # CircuitBreaker checks itself
+        except ValueError as exc:
+            field = next((f"breaker.{k}" for k in sorted(out, key=len, reverse=True) if k in str(exc)), "breaker")
+            raise self.error(str(exc), field=field) from None
 
     def http(self, value: object) -> dict[str, Category]:
         section = self.table(value, "http")

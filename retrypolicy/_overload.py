@@ -22,9 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._breaker import CircuitStatus
 
 __all__ = [
     "ActiveCooldown",
@@ -382,6 +385,7 @@ class Snapshot:
     gave_up: dict[str, int]
     budget: dict[str, float]
     cooldowns: list[ActiveCooldown]
+    circuits: list[CircuitStatus] = field(default_factory=list)  # each circuit breaker: state and counters
 
 
 @dataclass

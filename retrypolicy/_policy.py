@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import httpx
 
+from ._breaker import CircuitBreaker, check_attempt_timeout
 from ._errors import ConfigurationError
 from ._overload import RetryBudget
 
@@ -317,16 +318,51 @@ class RetrySettings:
     max_delay: float = 20.0
     deadline: float = 60.0
     max_body_bytes: int = 65536
+    min_delay: float = 0.0  # every retry waits at least this long (a rule's min_delay or a wait hint may ask more)
+    attempt_timeout: float | None = None  # caps each attempt's httpx timeouts (the deadline's time left caps them too)
 
     def __post_init__(self) -> None:
         if not _whole(self.max_attempts) or not 1 <= self.max_attempts <= 100:
             raise ConfigurationError(f"max_attempts must be an integer from 1 to 100, got {self.max_attempts!r}")
-        for name in ("initial_delay", "max_delay", "deadline"):
+        for name in ("initial_delay", "max_delay", "deadline", "min_delay"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
                 raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
         if not _whole(self.max_body_bytes) or self.max_body_bytes < 1:
             raise ConfigurationError(f"max_body_bytes must be a positive integer, got {self.max_body_bytes!r}")
+        timeout = self.attempt_timeout
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf
+        ):
+            raise ConfigurationError(f"attempt_timeout must be a finite number of seconds > 0 or None, got {timeout!r}")
+        problem = impossible_limits(self.max_attempts, self.min_delay, self.deadline, timeout)
+        if problem is not None:
+            raise ConfigurationError(problem)
+
+
+DEFAULT_BREAKER = CircuitBreaker()
+"""A table's breaker when it has no ``[breaker]`` section."""
+
+
+def impossible_limits(
+    max_attempts: int, min_delay: float, deadline: float, attempt_timeout: float | None, what: str = ""
+) -> str | None:
+    """Why these limits cannot work together, or None. ``what`` says whose they are ("this
+    request's "), for the message."""
+    if attempt_timeout is not None and attempt_timeout > deadline:
+        return (
+            f"{what}attempt_timeout ({attempt_timeout:g} s) is longer than the deadline ({deadline:g} s): "
+            "an attempt can never use it; shorten attempt_timeout or lengthen the deadline"
+        )
+    waits = max_attempts - 1
+    if waits and min_delay > 0 and waits * min_delay >= deadline:
+        return (
+            f"{what}max_attempts ({max_attempts}) needs {waits} waits of at least min_delay ({min_delay:g} s), "
+            f"{waits * min_delay:g} s in all, which leaves no time for the attempts within the deadline "
+            f"({deadline:g} s): the last attempts could never be made; lower max_attempts or min_delay, "
+            "or lengthen the deadline"
+        )
+    return None
 
 
 def _whole(value: object) -> bool:
@@ -517,6 +553,7 @@ class Policy:
     docs: str = ""
     source: str = "<policy>"
     wait_hint: WaitHint | None = None  # where the platform says how long to wait, besides Retry-After
+    breaker: CircuitBreaker | None = DEFAULT_BREAKER  # None: no circuit breaker for this platform
     _exact: dict[tuple[Code, Code | None], Rule] = field(init=False, repr=False, compare=False)
     # message-pattern rules by (code, subcode), in table order; (None, None): the pattern-only rules
     _patterns: dict[tuple[Code | None, Code | None], tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
@@ -528,6 +565,9 @@ class Policy:
     _string_subcodes: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        problem = check_attempt_timeout(self.breaker, self.retry.attempt_timeout, "retry.attempt_timeout")
+        if problem is not None:
+            raise ConfigurationError(problem)
         exact: dict[tuple[Code, Code | None], Rule] = {}
         patterns: dict[tuple[Code | None, Code | None], tuple[Rule, ...]] = {}
         ranges: list[Rule] = []

@@ -6,13 +6,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import anyio
 import anyio.to_thread
 import httpx
 
 from ._bodies import aread_small, read_small
+from ._breaker import CircuitBreaker, check_breaker, share_breakers
 from ._clock import sleep_for, waited
 from ._config import CertArg, ProxyArg, VerifyArg, host_key, inner_transport
 from ._core import Close, FetchToken, First, Flow, Read, RenewToken, RetryCore, Sleep, StoreCall
@@ -111,6 +112,7 @@ def _build_core(
     budget: RetryBudget | None,
     logger: Any,
     token_store: TokenStore | None,
+    breaker: object = "table",
     telemetry: Binds | None = None,
 ) -> RetryCore:
     """Validate the arguments and build the shared core; the transports differ only in managers."""
@@ -134,9 +136,11 @@ def _build_core(
         raise_on=categories,
         logger=log,
         budget=budget,
+        breaker=check_breaker(breaker),
     )
     if store is not None and guard is not None:
         share_state(store, names, guard, core.budgets, core.cooldowns)
+        share_breakers(store, names, guard, core.breakers)
     core.observer = _observer(telemetry, core)
     return core
 
@@ -195,6 +199,8 @@ class RetryTransport(httpx.BaseTransport):
     ``retry``: :class:`RetrySettings` replacing the table's defaults.
     ``budget``: the retry budget (:class:`RetryBudget`; ``None`` turns it off); a table's
     ``[budget]`` section overrides it for that platform.
+    ``breaker``: the circuit breaker of each platform (:class:`CircuitBreaker`; ``None`` turns it
+    off); by default (``"table"``) each table's ``[breaker]`` settings, or the defaults.
     ``raise_on``: categories that raise (all by default); a final failure of any other category
     is returned as the response, with the classification in ``response.extensions["retrypolicy"]``.
     ``token_store``: where the token lives (:class:`MemoryTokenStore`, :class:`RedisTokenStore`):
@@ -223,6 +229,7 @@ class RetryTransport(httpx.BaseTransport):
         raise_on: Collection[Category | str] | None = None,
         token_timeout: float = 30.0,
         budget: RetryBudget | None = _DEFAULT_BUDGET,
+        breaker: CircuitBreaker | Literal["table"] | None = "table",
         logger: Any = None,
         token_store: TokenStore | None = None,
         verify: VerifyArg | None = None,
@@ -252,6 +259,7 @@ class RetryTransport(httpx.BaseTransport):
             raise_on=raise_on,
             token_timeout=token_timeout,
             budget=budget,
+            breaker=breaker,
             logger=logger,
             token_store=token_store,
             telemetry=telemetry,
@@ -359,6 +367,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         raise_on: Collection[Category | str] | None = None,
         token_timeout: float = 30.0,
         budget: RetryBudget | None = _DEFAULT_BUDGET,
+        breaker: CircuitBreaker | Literal["table"] | None = "table",
         logger: Any = None,
         token_store: TokenStore | None = None,
         verify: VerifyArg | None = None,
@@ -388,6 +397,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             raise_on=raise_on,
             token_timeout=token_timeout,
             budget=budget,
+            breaker=breaker,
             logger=logger,
             token_store=token_store,
             telemetry=telemetry,

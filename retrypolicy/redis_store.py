@@ -13,8 +13,11 @@ keep one app's keys in one Redis Cluster slot; no key ever contains a secret)::
     <ns>:{<app>}:error      the last failed renewal (a scrubbed message), for 60 s
     <ns>:{<app>}:cooldowns  cooldowns by start time (ZSET), <ns>:{<app>}:cooldowns:end by end time
     <ns>:{<app>}:budget     the shared retry budget's level (a float)
+    <ns>:{<app>}:breakers   circuit breakers (HASH): breaker key ("*" or a host) ->
+                            "<version>|open|<ends ms>|<open_for ms>|<json>" or "<version>|closed|0|0|"
+    <ns>:{<app>}:probe:<breaker key>  probes handed out while that breaker is half-open
 
-Cooldowns and budget levels use Redis's clock (``TIME``), so machines need not agree on the time.
+Cooldowns, budget levels and breakers use Redis's clock (``TIME``), so machines need not agree on the time.
 Tokens are stored in clear in Redis: protect it like the secret itself (AUTH, TLS, ACLs).
 """
 
@@ -139,6 +142,65 @@ redis.call('SET', KEYS[1], string.format('%.17g', level), 'PX', ARGV[4])
 return {spent, string.format('%.17g', level)}
 """
 
+# KEYS: breakers, probe   ARGV: breaker key, open_for ms, payload, ttl ms   -> {record, now}
+# Opens the breaker for open_for, unless it is open for longer already (another process opened it).
+_BREAKER_OPEN = (
+    _NOW
+    + """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local version = 0
+if cur then
+  local v, state, ends = string.match(cur, '^(%d+)|(%a+)|(%d+)|')
+  version = tonumber(v)
+  if state == 'open' and tonumber(ends) >= now + tonumber(ARGV[2]) then
+    return {cur, now}
+  end
+end
+local rec = string.format('%d|open|%d|%d|', version + 1, now + tonumber(ARGV[2]), tonumber(ARGV[2])) .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], rec)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('DEL', KEYS[2])
+return {rec, now}
+"""
+)
+
+# KEYS: breakers, probe   ARGV: breaker key, ttl ms   -> version
+_BREAKER_CLOSE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local version = 0
+if cur then version = tonumber(string.match(cur, '^(%d+)|')) end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d|closed|0|0|', version + 1))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+return version + 1
+"""
+
+# KEYS: breakers, probe   ARGV: breaker key, probes, lease ms   -> {verdict, record, now}
+_BREAKER_PROBE = (
+    _NOW
+    + """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {'closed', '', now} end
+local state, ends = string.match(cur, '^%d+|(%a+)|(%d+)|')
+if state ~= 'open' then return {'closed', cur, now} end
+if tonumber(ends) > now then return {'open', cur, now} end
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+if n <= tonumber(ARGV[2]) then return {'probe', cur, now} end
+return {'busy', cur, now}
+"""
+)
+
+# KEYS: breakers   -> {now, key, record, key, record, ...}
+_BREAKER_PULL = (
+    _NOW
+    + """
+local out = {now}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do table.insert(out, v) end
+return out
+"""
+)
+
 _SCRIPTS = {
     "claim": _CLAIM,
     "publish": _PUBLISH,
@@ -147,9 +209,14 @@ _SCRIPTS = {
     "cooldown_start": _COOLDOWN_START,
     "cooldown_pull": _COOLDOWN_PULL,
     "budget": _BUDGET,
+    "breaker_open": _BREAKER_OPEN,
+    "breaker_close": _BREAKER_CLOSE,
+    "breaker_probe": _BREAKER_PROBE,
+    "breaker_pull": _BREAKER_PULL,
 }
 _ERROR_TTL_MS = 60_000
 _BUDGET_TTL_MS = 86_400_000
+_BREAKER_TTL_MS = 86_400_000  # a breaker nobody touched for a day is forgotten (closed)
 
 
 def _text(value: object) -> str:
@@ -167,6 +234,20 @@ def _parse_record(record: str, pttl: int) -> StoredToken | None:
     lifetime, _, value = record.partition(":")
     lifetime_ms = int(lifetime) if lifetime.isdigit() else 0
     return StoredToken(value, None if pttl < 0 else pttl / 1000, lifetime_ms / 1000 if lifetime_ms else None)
+
+
+def _parse_breaker(record: str, now: int) -> tuple[int, str, float, float, object] | None:
+    """``(version, state, seconds left, open_for, classification)`` of a stored breaker record."""
+    version, state, ends, open_for, payload = [*record.split("|", 4), "", "", "", ""][:5]
+    if not (version.isdigit() and ends.isdigit() and open_for.isdigit()) or state not in ("open", "closed"):
+        return None
+    cause = None
+    if payload:
+        try:
+            cause = decode_classification(json.loads(payload).get("c"))
+        except (ValueError, AttributeError):
+            cause = None
+    return int(version), state, max(0, int(ends) - now) / 1000, int(open_for) / 1000, cause
 
 
 def _parse_error(text: str) -> SharedError | None:
@@ -188,8 +269,10 @@ class RedisTokenStore:
       platform alone, so give ``key`` when several apps of one platform share a Redis);
     * ``lease``: how long the renewal lock lives if its holder dies (default: the transport's
       ``token_timeout`` + 5 s);
-    * ``share_cooldowns`` / ``share_budget`` (default ``True``): share cooldowns (a quota hit by
-      one worker pauses all within ``sync_interval`` seconds) and the retry budget;
+    * ``share_cooldowns`` / ``share_budget`` / ``share_breakers`` (default ``True``): share
+      cooldowns (a quota hit by one worker pauses all within ``sync_interval`` seconds), the
+      retry budget, and the circuit breakers (one opened by a worker fails the others' requests
+      fast within ``sync_interval`` seconds, and a half-open one gets its probes from one worker);
     * ``cluster`` (default ``False``): the URL names a node of a Redis Cluster (redis-py's
       ``RedisCluster``, sync and asyncio); every key of one app carries one hash tag
       (``{platform:app}``), so each script's keys share a slot;
@@ -211,6 +294,7 @@ class RedisTokenStore:
         lease: float | None = None,
         share_cooldowns: bool = True,
         share_budget: bool = True,
+        share_breakers: bool = True,
         sync_interval: float = 1.0,
         cluster: bool = False,
         **options: Any,
@@ -237,6 +321,7 @@ class RedisTokenStore:
         self.lease = lease
         self.share_cooldowns = bool(share_cooldowns)
         self.share_budget = bool(share_budget)
+        self.share_breakers = bool(share_breakers)
         self.sync_interval = float(sync_interval)
         self._url = url
         self._cluster = cluster
@@ -421,6 +506,42 @@ class RedisTokenStore:
         args = [repr(float(capacity)), repr(float(cost)), repr(float(refill)), str(_BUDGET_TTL_MS)]
         spent, level = self._sync()["budget"](keys=self._keys(name, "budget"), args=args)
         return bool(int(spent)), float(_text(level))
+
+    # -- shared circuit breakers (see _breaker.SharedBreakers) ------------------------------------
+
+    def breaker_open(
+        self, name: str, key: str, seconds: float, classification: object
+    ) -> tuple[int, str, float, float, object]:
+        c = getattr(classification, "as_dict", None)
+        payload = json.dumps({"c": c() if callable(c) else None}, separators=(",", ":"))
+        keys = self._keys(name, "breakers", f"probe:{key}")
+        args = [key, str(max(1, math.ceil(seconds * 1000))), payload, str(_BREAKER_TTL_MS)]
+        record, now = self._sync()["breaker_open"](keys=keys, args=args)
+        parsed = _parse_breaker(_text(record), int(now))
+        assert parsed is not None
+        return parsed
+
+    def breaker_close(self, name: str, key: str) -> int:
+        keys = self._keys(name, "breakers", f"probe:{key}")
+        return int(self._sync()["breaker_close"](keys=keys, args=[key, str(_BREAKER_TTL_MS)]))
+
+    def breaker_probe(
+        self, name: str, key: str, probes: int, lease: float
+    ) -> tuple[str, tuple[int, str, float, float, object] | None]:
+        keys = self._keys(name, "breakers", f"probe:{key}")
+        verdict, record, now = self._sync()["breaker_probe"](
+            keys=keys, args=[key, str(int(probes)), str(max(1, math.ceil(lease * 1000)))]
+        )
+        return _text(verdict), _parse_breaker(_text(record), int(now)) if record else None
+
+    def breaker_pull(self, name: str) -> dict[str, tuple[int, str, float, float, object]]:
+        now, *items = self._sync()["breaker_pull"](keys=self._keys(name, "breakers"), args=[])
+        out: dict[str, tuple[int, str, float, float, object]] = {}
+        for key, record in zip(items[::2], items[1::2], strict=True):
+            parsed = _parse_breaker(_text(record), int(now))
+            if parsed is not None:
+                out[_text(key)] = parsed
+        return out
 
 
 def _import_redis() -> Any:
