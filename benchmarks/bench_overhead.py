@@ -16,7 +16,10 @@ server in another process (127.0.0.1, keep-alive), to show what share of a real 
 overhead is; ``--socket-only`` runs only that. ``profile_overhead.py`` profiles one case.
 
     python benchmarks/bench_overhead.py [--requests N] [--batches B] [--rounds R] [--case NAME ...]
-        [--instructions] [--socket | --socket-only]
+        [--instructions] [--socket | --socket-only] [--otel]
+
+``--otel`` adds a contender: retrypolicy with ``telemetry=retrypolicy.otel.Telemetry()``, with
+opentelemetry-api installed and no SDK configured.
 """
 
 from __future__ import annotations
@@ -125,6 +128,16 @@ SOCKET_CASES = ("wechat errcode 0", "quickstart: hook fills token", "quickstart,
 BARE = "httpx (bare)"
 CONTENDERS = (BARE, "retrypolicy", "code check only", "httpx-retries", "httpx-retries+POST")
 SOCKET_CONTENDERS = (BARE, "retrypolicy", "httpx-retries+POST")
+# --otel: retrypolicy with telemetry=retrypolicy.otel.Telemetry(), opentelemetry-api installed and
+# no SDK configured (the global no-op providers), as an app that ships the extra but exports nothing
+OTEL = "retrypolicy+otel"
+WITH_OTEL = False
+
+
+def _telemetry() -> Any:
+    from retrypolicy.otel import Telemetry  # noqa: PLC0415 - only with --otel: needs opentelemetry-api
+
+    return Telemetry()
 REQUEST_BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
 REQUEST_BYTES = b'{"touser":"oABC123","msgtype":"text","text":{"content":"hello"}}'
 PHOTO = bytes(range(256)) * 40  # a 10 KB "image/jpeg"
@@ -194,7 +207,7 @@ def _arguments(case: Case) -> Callable[[], dict[str, Any]]:
 
 
 def _transport(case: Case, contender: str, inner: Any) -> Any:
-    if contender == "retrypolicy":
+    if contender in ("retrypolicy", OTEL):
         hook: Any = None
         if case.hook:
             token = "ACCESS_TOKEN_VALUE"  # WeChatTokenHook's tokens come with their lifetime
@@ -204,7 +217,8 @@ def _transport(case: Case, contender: str, inner: Any) -> Any:
             policy = {"api.weixin.qq.com": "wechat", "graph.facebook.com": "whatsapp_cloud"}
             hook = {case.platform: hook} if hook is not None else None
         kind = retrypolicy.AsyncRetryTransport if case.asynchronous else retrypolicy.RetryTransport
-        return kind(policy=policy, transport=inner, token=hook)
+        telemetry = _telemetry() if contender == OTEL else None
+        return kind(policy=policy, transport=inner, token=hook, telemetry=telemetry)
     if contender == "httpx-retries":
         return HttpxRetriesTransport(transport=inner, retry=Retry(total=3))
     if contender == "httpx-retries+POST":
@@ -271,6 +285,8 @@ def measure(
     (requests per batch, batches per round, rounds)."""
     requests, batches, rounds = shape
     contenders = SOCKET_CONTENDERS if server is not None else CONTENDERS
+    if WITH_OTEL:
+        contenders = (*contenders, OTEL)
     count = counter() if instructions else None
     where = f"a local HTTP server in another process ({server})" if server is not None else "MockTransport"
     print(f"\nGarbage collector on; requests to {where}.")
@@ -366,7 +382,9 @@ if __name__ == "__main__":
     group.add_argument("--socket", action="store_true", help="add a local HTTP server's round trip")
     group.add_argument("--socket-only", action="store_true", help="only the local HTTP server's round trip")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--otel", action="store_true", help="add retrypolicy with telemetry= (OTel API, no SDK)")
     args = parser.parse_args()
+    WITH_OTEL = args.otel
     if args.serve:
         serve()
         sys.exit(0)

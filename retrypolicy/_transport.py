@@ -19,8 +19,8 @@ from ._config import CertArg, ProxyArg, VerifyArg, host_key, inner_transport
 from ._core import Close, FetchToken, First, Flow, Read, RenewToken, RetryCore, Sleep, StoreCall
 from ._errors import ConfigurationError
 from ._load import load_policy
-from ._observe import Binds, Observer
 from ._log import as_logger
+from ._observe import Binds, Observer
 from ._overload import RetryBudget, Snapshot
 from ._policy import Category, Classification, Policy, RetrySettings
 from ._store import StoreGuard, TokenStore, check_store, share_state, store_keys
