@@ -34,10 +34,10 @@ from ._redact import is_secret_name
 
 __all__ = ["BUILTIN_POLICIES", "SHIPPED_POLICIES", "load_policy", "policy_from_mapping"]
 
-BUILTIN_POLICIES = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud")
+BUILTIN_POLICIES = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud", "slack", "telegram")
 """The platforms with everything: a table, a fake in ``retrypolicy.testing``, a demo scenario and an
 example. Tests that need a fake platform run over these."""
-SHIPPED_POLICIES = (*BUILTIN_POLICIES, "wecom", "feishu", "dingtalk", "dingtalk_v1", "slack", "telegram")
+SHIPPED_POLICIES = (*BUILTIN_POLICIES, "wecom", "feishu", "dingtalk", "dingtalk_v1")
 """Every table shipped in ``policies/``: each loads by its name (``load_policy("slack")``), can be
 extended (``extends = "slack"``) and is known to the CLI. The ones not (yet) in
 :data:`BUILTIN_POLICIES` have no fake, demo or example."""

@@ -26,6 +26,8 @@ from ._transport import AsyncRetryTransport
 from .testing import (
     Busy,
     FakePlatform,
+    FakeSlack,
+    FakeTelegram,
     FakeTencentIM,
     FakeWeChat,
     FakeWhatsAppCloud,
@@ -37,7 +39,7 @@ from .testing import (
     UserAction,
 )
 
-__all__ = ["PLATFORMS", "QUOTA_FAULT", "QUOTA_PROBES", "SCENARIO", "DemoSummary", "run_demo"]
+__all__ = ["PLATFORMS", "QUOTA_FAULT", "QUOTA_PROBES", "SCENARIO", "SCENARIOS", "DemoSummary", "run_demo", "scenario"]
 
 SCENARIO: tuple[Fault, ...] = (
     Busy(),
@@ -49,6 +51,17 @@ SCENARIO: tuple[Fault, ...] = (
 )
 """Phase 1: the faults the fake applies, in order, to the first API requests of the burst."""
 
+SCENARIOS: dict[str, tuple[Fault, ...]] = {
+    "telegram": tuple(f for f in SCENARIO if not isinstance(f, TokenExpired)),
+}
+"""Platforms whose phase 1 differs: a Telegram bot token is static (no expiry to renew)."""
+
+
+def scenario(platform: str) -> tuple[Fault, ...]:
+    """Phase 1 of ``platform``: :data:`SCENARIO` unless :data:`SCENARIOS` says otherwise."""
+    return SCENARIOS.get(platform, SCENARIO)
+
+
 QUOTA_FAULT: Fault = RateLimited(retry_after=2.0)
 """Phase 2: one send hits the platform's rate limit; meanwhile ``QUOTA_PROBES`` more are sent."""
 QUOTA_PROBES = 5
@@ -58,6 +71,8 @@ PLATFORMS: dict[str, Callable[[], FakePlatform]] = {
     "tencent_im": FakeTencentIM,
     "whatsapp_onprem": FakeWhatsAppOnPrem,
     "whatsapp_cloud": FakeWhatsAppCloud,
+    "slack": FakeSlack,
+    "telegram": FakeTelegram,
 }
 
 
@@ -90,6 +105,11 @@ def _request(fake: FakePlatform, i: int) -> tuple[str, dict[str, Any]]:
     if isinstance(fake, FakeWhatsAppOnPrem):
         body = {"to": f"1555000{i:04d}", "type": "text", "text": {"body": f"order {i} shipped"}}
         return f"{fake.BASE_URL}/v1/messages", {"json": body}
+    if isinstance(fake, FakeSlack):
+        body = {"channel": f"C{i:08d}", "text": f"order {i} shipped"}
+        return f"{fake.BASE_URL}/api/chat.postMessage", {"json": body}
+    if isinstance(fake, FakeTelegram):  # the transport fills in /bot<token>
+        return f"{fake.BASE_URL}/sendMessage", {"json": {"chat_id": 100_000 + i, "text": f"order {i} shipped"}}
     assert isinstance(fake, FakeWhatsAppCloud)
     body = {"messaging_product": "whatsapp", "to": f"1555000{i:04d}", "type": "text", "text": {"body": "hi"}}
     return f"{fake.BASE_URL}{fake.messages_path}", {"json": body}
@@ -172,13 +192,13 @@ def run_demo(
     out = out if out is not None else sys.stdout
     colors = out.isatty() if colors is None else colors
     fake = PLATFORMS[platform]()
-    fake.script(*SCENARIO)
+    fake.script(*scenario(platform))
     summary = DemoSummary(platform=platform, requests=requests)
     was_testing = is_testing()
     set_testing(True, scale=0.02)  # real waits, scaled down 50x
     started = time.monotonic()
     try:
-        print(f"== {platform}: {requests} concurrent sends; the fake injects: {_faults()}\n", file=out)
+        print(f"== {platform}: {requests} concurrent sends; the fake injects: {_faults(platform)}\n", file=out)
         anyio.run(_scenario, fake, requests, _logger(out, colors, summary), summary, out)
     finally:
         set_testing(was_testing)
@@ -188,8 +208,8 @@ def run_demo(
     return summary
 
 
-def _faults() -> str:
-    return ", ".join(type(f).__name__ for f in SCENARIO) + f"; then {type(QUOTA_FAULT).__name__}"
+def _faults(platform: str) -> str:
+    return ", ".join(type(f).__name__ for f in scenario(platform)) + f"; then {type(QUOTA_FAULT).__name__}"
 
 
 def _print_summary(s: DemoSummary, out: TextIO, colors: bool) -> None:

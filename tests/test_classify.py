@@ -254,6 +254,8 @@ def test_unknown_code_uses_unknown_category(platform: str) -> None:
         "tencent_im": {"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": "new"},
         "whatsapp_onprem": {"errors": [{"code": code, "title": "new"}]},
         "whatsapp_cloud": _graph_error(code),
+        "slack": {"ok": False, "error": code},
+        "telegram": {"ok": False, "error_code": code, "description": "new"},
     }
     c = _must(policy.classify(_json(400, bodies[platform])))
     assert c.code == code
@@ -289,6 +291,8 @@ def test_unknown_category_follows_a_user_table(tmp_path: Any) -> None:
 @pytest.mark.parametrize("platform", list(retrypolicy.BUILTIN_POLICIES))
 def test_http_fallback(platform: str, status: int, category: Category, ambiguous: bool) -> None:
     policy = load_policy(platform)
+    if status == 401 and platform in _NO_401_RENEWAL:
+        category = _NO_401_RENEWAL[platform]
     c = _must(policy.classify(_fetch(httpx.Response(status, json={"result": "nope"}))))
     assert c.source == "http"
     assert c.code is None
@@ -296,6 +300,12 @@ def test_http_fallback(platform: str, status: int, category: Category, ambiguous
     assert c.ambiguous is ambiguous
     assert c.status_code == status
     assert str(status) in c.description
+
+
+_NO_401_RENEWAL = {
+    "telegram": Category.USER_ACTION,  # a static bot token: a 401 needs BotFather, never a renewal
+    "slack": Category.FATAL,  # Slack answers auth errors in the body (invalid_auth); a bare 401 is no Slack answer
+}
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 302])

@@ -23,7 +23,8 @@ from retrypolicy._load import BUILTIN_POLICIES, SHIPPED_POLICIES
 from retrypolicy.cli import main
 from tests.test_cli import _PROVENANCE
 
-NEW = [name for name in SHIPPED_POLICIES if name not in BUILTIN_POLICIES]
+FIRST = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud")
+NEW = [name for name in SHIPPED_POLICIES if name not in FIRST]  # the tables of issues 16 and 17
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
@@ -42,7 +43,7 @@ def _must(c: Classification | None) -> Classification:
 
 
 def test_the_new_tables() -> None:
-    assert NEW == ["wecom", "feishu", "dingtalk", "dingtalk_v1", "slack", "telegram"]
+    assert sorted(NEW) == sorted(["wecom", "feishu", "dingtalk", "dingtalk_v1", "slack", "telegram"])
 
 
 @pytest.mark.parametrize("platform", NEW)
