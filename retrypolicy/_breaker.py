@@ -71,7 +71,8 @@ class CircuitBreaker:
     * ``min_calls``: ... and the window holds at least this many attempts;
     * ``window``: seconds of the sliding window;
     * ``open_for``: seconds it stays open before letting probes through;
-    * ``max_open_for``: cap of the wait, which doubles each time a probe fails;
+    * ``max_open_for``: cap of the wait, which doubles each time a probe fails (default: six
+      times ``open_for``, 30 s with the defaults);
     * ``probes``: attempts let through while half-open (in all processes, with a shared store).
     """
 
@@ -79,7 +80,7 @@ class CircuitBreaker:
     min_calls: int = 20
     window: float = 30.0
     open_for: float = 5.0
-    max_open_for: float = 30.0
+    max_open_for: float | None = None
     probes: int = 1
 
     def __post_init__(self) -> None:
@@ -94,15 +95,22 @@ class CircuitBreaker:
                 )
         for name in ("window", "open_for", "max_open_for"):
             value = getattr(self, name)
+            if name == "max_open_for" and value is None:
+                continue
             if not _number(value) or not 0 < value <= 86400:
                 raise ConfigurationError(
                     f"CircuitBreaker.{name} must be a number of seconds > 0 and at most 86400, got {value!r}"
                 )
-        if self.max_open_for < self.open_for:
+        if self.max_open_for is not None and self.max_open_for < self.open_for:
             raise ConfigurationError(
                 f"CircuitBreaker.max_open_for ({self.max_open_for:g} s) must be at least open_for "
                 f"({self.open_for:g} s): it caps the wait, which starts at open_for and doubles"
             )
+
+    @property
+    def longest(self) -> float:
+        """The longest open period: ``max_open_for``, or six times ``open_for``."""
+        return self.max_open_for if self.max_open_for is not None else 6 * self.open_for
 
 
 def _number(value: object) -> bool:
@@ -344,7 +352,7 @@ class Breakers:
             if probe:
                 b.probes_out = max(0, b.probes_out - 1)
                 if b.state == HALF_OPEN:  # the probe failed: open again, for longer
-                    b.wait = min(b.wait * 2, b.settings.max_open_for)
+                    b.wait = min(b.wait * 2, b.settings.longest)
                     return self._open(b, now, cause, bad, calls, reopened=True)
             if b.state == CLOSED and calls >= b.settings.min_calls and bad >= b.settings.failure_ratio * calls:
                 b.wait = b.settings.open_for

@@ -487,3 +487,19 @@ def test_a_breaker_opened_by_a_slow_platform_in_real_time_closes_again(mode: str
 
         _run(mode, server, scenario, breaker=CircuitBreaker(min_calls=4, window=60, open_for=0.1))
         assert server.attempts == 5
+
+
+def test_the_longest_wait_is_six_open_periods_unless_given() -> None:
+    assert CircuitBreaker().longest == 30.0
+    assert CircuitBreaker(open_for=60).longest == 360.0  # a longer open_for alone needs no cap of its own
+    assert CircuitBreaker(open_for=2, max_open_for=3).longest == 3.0
+    breakers, b, clock = _breakers(min_calls=1, open_for=1.0)
+    breakers.failure(b, BUSY, probe=False)
+    waits = []
+    for _ in range(4):
+        clock.now = b.until
+        breakers.admit(b)
+        opened = breakers.failure(b, BUSY, probe=True)
+        assert opened is not None
+        waits.append(opened.seconds)
+    assert waits == [2.0, 4.0, 6.0, 6.0]

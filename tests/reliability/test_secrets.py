@@ -503,6 +503,15 @@ def transports_raising_errors_that_quote_the_token(d: Driver, ev: Evidence) -> N
             inner.steps = deque(steps)
             d.request(client, ev, method, url, **({"json": {"to": "1"}} if method == "POST" else {}))
         d.close(client)
+        # CircuitOpen: a failed attempt opens a breaker of min_calls 2 (1 of 2 failed), its retry is
+        # refused, and so is the next request, carrying the classification that opened it
+        inner = QuotingTransport(platform, ev)
+        breaker = retrypolicy.CircuitBreaker(min_calls=2, open_for=60)
+        client = d.client(platform, None, ev, token=minted, transport=inner, breaker=breaker)
+        for method, steps in (("POST", ["ok"]), ("GET", ["cut", "connect"]), ("GET", [])):
+            inner.steps = deque(steps)
+            d.request(client, ev, method, url, **({"json": {"to": "1"}} if method == "POST" else {}))
+        d.close(client)
 
     # CooldownActive: while a request's first attempt fails, another one meets 45011 (a 60 s app
     # cooldown; real time, so that the retry meets it), and the retry is not sent
