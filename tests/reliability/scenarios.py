@@ -1,4 +1,4 @@
-"""Shared pieces of the reliability suite: the four fake platforms as send scenarios, a wire
+"""Shared pieces of the reliability suite: the fake platforms as send scenarios, a wire
 recorder that checks the no-resend rule on every attempt, outcome tallies and broken streams."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import retrypolicy
 from retrypolicy.testing import (
     Dropped,
     FakePlatform,
+    FakeSlack,
+    FakeTelegram,
     FakeTencentIM,
     FakeWeChat,
     FakeWhatsAppCloud,
@@ -65,6 +67,15 @@ def _cloud_payload(mid: str) -> dict[str, Any]:
     return {"messaging_product": "whatsapp", "to": "15550000001", "type": "text", "text": {"body": mid}}
 
 
+def _slack_payload(mid: str) -> dict[str, Any]:
+    return {"channel": "C0RELIABLE", "text": mid}
+
+
+def _telegram_payload(mid: str) -> dict[str, Any]:
+    # one chat per message: a 429 (Telegram's busy answer) cools down that chat only
+    return {"chat_id": 100_000 + zlib.crc32(mid.encode()) % 10**9, "text": mid}
+
+
 def _cloud_path(fake: FakePlatform) -> str:
     assert isinstance(fake, FakeWhatsAppCloud)
     return fake.messages_path
@@ -101,6 +112,10 @@ PLATFORMS: dict[str, Platform] = {
             _cloud_payload,
             lambda body: str(body["text"]["body"]),
         ),
+        Platform("slack", FakeSlack, lambda fake: "/api/chat.postMessage", _slack_payload, lambda b: str(b["text"])),
+        # The transport fills in /bot<token>. The bot token is static: a TokenExpired fault revokes it
+        # (BotFather), every later send gets 401 (user-action), and the hook is never called again.
+        Platform("telegram", FakeTelegram, lambda fake: "/sendMessage", _telegram_payload, lambda b: str(b["text"])),
     )
 }
 

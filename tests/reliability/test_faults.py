@@ -275,6 +275,9 @@ TRUNCATED = {
     "tencent_im": b'{"ActionStatus":"FAIL","ErrorInfo":"server overloaded","ErrorCode":-10114}',
     "whatsapp_onprem": b'{"errors":[{"code":1016,"title":"System overloaded"}],"meta":{"version":"2"}}',
     "whatsapp_cloud": b'{"error":{"message":"(#131000) Something went wrong","code":131000,"is_transient":true}}',
+    "slack": b'{"ok":false,"error":"service_unavailable"}',
+    "telegram": b'{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1",'
+    b'"parameters":{"retry_after":1}}',
 }
 
 
