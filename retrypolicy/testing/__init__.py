@@ -1,6 +1,6 @@
 """In-process fake messaging platforms: see the library work without credentials or network.
 
-Four fakes speak the real wire shapes of the platforms that retrypolicy knows:
+These fakes speak the real wire shapes of the platforms that retrypolicy knows:
 
 ============================  =================================================================
 :class:`FakeWeChat`           ``POST /cgi-bin/stable_token``, ``GET /cgi-bin/token``,
@@ -11,6 +11,11 @@ Four fakes speak the real wire shapes of the platforms that retrypolicy knows:
 :class:`FakeSlack`            ``POST /api/chat.postMessage``, ``/api/chat.update``, ``/api/oauth.v2.access``
                               (token rotation, single-use refresh tokens)
 :class:`FakeTelegram`         ``/bot<token>/sendMessage``, ``/bot<token>/getMe`` (static bot token)
+:class:`FakeWeCom`            ``GET /cgi-bin/gettoken``, ``POST /cgi-bin/message/send`` (one token per app)
+:class:`FakeFeishu`           ``POST /open-apis/auth/v3/tenant_access_token/internal``,
+                              ``POST /open-apis/im/v1/messages`` (Bearer; Feishu and Lark hosts)
+:class:`FakeDingTalk`         old API ``GET /gettoken``, ``POST /topapi/message/corpconversation/asyncsend_v2``;
+                              new API ``POST /v1.0/oauth2/accessToken``, ``/v1.0/robot/oToMessages/batchSend``
 ============================  =================================================================
 
 A fake is a plain, thread-safe ``handler(request) -> httpx.Response``, so it plugs into
@@ -80,6 +85,7 @@ it. No repr of a fake shows a secret or a token.
 
 from __future__ import annotations
 
+from ._dingtalk import FakeDingTalk
 from ._fakes import FakeTencentIM, FakeWeChat, FakeWhatsAppCloud, FakeWhatsAppOnPrem
 from ._faults import (
     Busy,
@@ -94,22 +100,27 @@ from ._faults import (
     TokenExpired,
     UserAction,
 )
+from ._feishu import FakeFeishu
 from ._platform import FakePlatform
 from ._servers import RedisServer, redis_server
 from ._servers import free_port as free_port  # used by tests of the Redis store
 from ._slack import FakeSlack
 from ._telegram import FakeTelegram
+from ._wecom import FakeWeCom
 
 __all__ = [
     "Busy",
     "Dropped",
     "ErrorCode",
     "FakeClock",
+    "FakeDingTalk",
+    "FakeFeishu",
     "FakePlatform",
     "FakeSlack",
     "FakeTelegram",
     "FakeTencentIM",
     "FakeWeChat",
+    "FakeWeCom",
     "FakeWhatsAppCloud",
     "FakeWhatsAppOnPrem",
     "Fatal",
