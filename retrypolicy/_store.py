@@ -53,8 +53,9 @@ __all__ = [
     "store_keys",
 ]
 
-_KEY_ATTRIBUTES = ("appid", "sdkappid", "identifier", "username")
-"""Non-secret attributes of a hook that tell apps apart (the built-in hooks have them)."""
+_KEY_ATTRIBUTES = ("appid", "sdkappid", "identifier", "username", "corpid", "agent", "app_id", "appkey")
+"""Non-secret attributes of a hook that tell apps apart (the built-in hooks have them; WeCom's
+``corpid`` and ``agent``, the agentid or a fingerprint of the secret, tell two apps of one corp apart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +175,9 @@ def store_key(platform: str, hook: object, explicit: str | None = None) -> str:
     """The name of one app's token in a store: ``<platform>:<app>``, never a secret.
 
     ``<app>`` is ``explicit`` if given, else the hook's non-secret ``appid`` / ``sdkappid`` /
-    ``identifier`` / ``username`` attributes (the built-in hooks have them), else nothing: a
-    plain function hook is keyed by its platform alone.
+    ``identifier`` / ``username`` / ``corpid`` / ``agent`` / ``app_id`` / ``appkey`` attributes
+    (the built-in hooks have them), else nothing: a plain function hook is keyed by its
+    platform alone.
     """
     if explicit is not None:
         return f"{platform}:{explicit}"

@@ -89,11 +89,14 @@ from ._token import Token, hook_deadline
 from ._transport import AsyncRetryTransport, RetryTransport
 
 __all__ = [
+    "DingTalkTokenHook",
+    "FeishuTenantToken",
     "HookError",
     "SlackRotatingToken",
     "TencentUserSig",
     "UserSigError",
     "WeChatTokenHook",
+    "WeComTokenHook",
     "WhatsAppOnPremLogin",
 ]
 
@@ -738,3 +741,4 @@ class TencentUserSig:
 
 
 from ._chat_hooks import SlackRotatingToken  # noqa: E402 - it builds on _HTTPTokenHook above
+from ._enterprise_hooks import DingTalkTokenHook, FeishuTenantToken, WeComTokenHook  # noqa: E402 - same
