@@ -34,13 +34,16 @@ from ._redact import is_secret_name
 
 __all__ = ["BUILTIN_POLICIES", "SHIPPED_POLICIES", "load_policy", "policy_from_mapping"]
 
-BUILTIN_POLICIES = ("wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud", "slack", "telegram")
+BUILTIN_POLICIES = (
+    "wechat", "tencent_im", "whatsapp_onprem", "whatsapp_cloud", "wecom", "feishu", "dingtalk", "slack", "telegram",
+)  # fmt: skip
 """The platforms with everything: a table, a fake in ``retrypolicy.testing``, a demo scenario and an
 example. Tests that need a fake platform run over these."""
-SHIPPED_POLICIES = (*BUILTIN_POLICIES, "wecom", "feishu", "dingtalk", "dingtalk_v1")
+SHIPPED_POLICIES = (*BUILTIN_POLICIES, "dingtalk_v1")
 """Every table shipped in ``policies/``: each loads by its name (``load_policy("slack")``), can be
 extended (``extends = "slack"``) and is known to the CLI. The ones not (yet) in
-:data:`BUILTIN_POLICIES` have no fake, demo or example."""
+:data:`BUILTIN_POLICIES` have no fake, demo or example, except ``dingtalk_v1``, DingTalk's new API,
+which ``FakeDingTalk`` and the DingTalk example serve alongside the old one (``dingtalk``)."""
 
 _TOP_KEYS = {
     "schema", "platform", "title", "docs", "extends", "unknown_category", "success_codes",

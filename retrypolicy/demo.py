@@ -9,6 +9,7 @@ so a run takes a second or two.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -25,11 +26,14 @@ from ._errors import CooldownActive, RequestFailed
 from ._transport import AsyncRetryTransport
 from .testing import (
     Busy,
+    FakeDingTalk,
+    FakeFeishu,
     FakePlatform,
     FakeSlack,
     FakeTelegram,
     FakeTencentIM,
     FakeWeChat,
+    FakeWeCom,
     FakeWhatsAppCloud,
     FakeWhatsAppOnPrem,
     Fault,
@@ -73,6 +77,9 @@ PLATFORMS: dict[str, Callable[[], FakePlatform]] = {
     "whatsapp_cloud": FakeWhatsAppCloud,
     "slack": FakeSlack,
     "telegram": FakeTelegram,
+    "wecom": FakeWeCom,
+    "feishu": FakeFeishu,
+    "dingtalk": FakeDingTalk,  # the old API (oapi.dingtalk.com)
 }
 
 
@@ -105,6 +112,16 @@ def _request(fake: FakePlatform, i: int) -> tuple[str, dict[str, Any]]:
     if isinstance(fake, FakeWhatsAppOnPrem):
         body = {"to": f"1555000{i:04d}", "type": "text", "text": {"body": f"order {i} shipped"}}
         return f"{fake.BASE_URL}/v1/messages", {"json": body}
+    if isinstance(fake, FakeWeCom):
+        body = {"touser": f"user{i:04d}", "msgtype": "text", "agentid": fake.agentid, "text": {"content": f"order {i}"}}
+        return f"{fake.BASE_URL}/cgi-bin/message/send", {"json": body}
+    if isinstance(fake, FakeFeishu):
+        body = {"receive_id": f"ou_{i:032x}", "msg_type": "text", "content": json.dumps({"text": f"order {i}"})}
+        return f"{fake.BASE_URL}/open-apis/im/v1/messages", {"json": body, "params": {"receive_id_type": "open_id"}}
+    if isinstance(fake, FakeDingTalk):
+        msg = {"msgtype": "text", "text": {"content": f"order {i} shipped"}}
+        body = {"agent_id": fake.agent_id, "userid_list": f"user{i}", "msg": msg}
+        return f"{fake.BASE_URL}/topapi/message/corpconversation/asyncsend_v2", {"json": body}
     if isinstance(fake, FakeSlack):
         body = {"channel": f"C{i:08d}", "text": f"order {i} shipped"}
         return f"{fake.BASE_URL}/api/chat.postMessage", {"json": body}

@@ -256,6 +256,9 @@ def test_unknown_code_uses_unknown_category(platform: str) -> None:
         "whatsapp_cloud": _graph_error(code),
         "slack": {"ok": False, "error": code},
         "telegram": {"ok": False, "error_code": code, "description": "new"},
+        "wecom": {"errcode": code, "errmsg": "new"},
+        "feishu": {"code": code, "msg": "new"},
+        "dingtalk": {"errcode": code, "errmsg": "new"},
     }
     c = _must(policy.classify(_json(400, bodies[platform])))
     assert c.code == code

@@ -44,6 +44,7 @@ def _must(c: Classification | None) -> Classification:
 
 def test_the_new_tables() -> None:
     assert sorted(NEW) == sorted(["wecom", "feishu", "dingtalk", "dingtalk_v1", "slack", "telegram"])
+    assert set(FIRST) <= set(BUILTIN_POLICIES)  # a new table joins BUILTIN_POLICIES once it has a fake
 
 
 @pytest.mark.parametrize("platform", NEW)
