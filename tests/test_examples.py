@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from retrypolicy.testing import FakeWhatsAppOnPrem
+from retrypolicy.testing import FakeDingTalk, FakeFeishu, FakeWeCom, FakeWhatsAppOnPrem
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CREDENTIAL_PREFIXES = ("WECHAT_", "TENCENT_IM_", "WA_ONPREM_", "WA_CLOUD_")
+CREDENTIAL_PREFIXES = ("WECHAT_", "TENCENT_IM_", "WA_ONPREM_", "WA_CLOUD_", "WECOM_", "FEISHU_", "DINGTALK_")
 SCRIPTS = ("wechat_send.py", "tencent_im_send.py", "whatsapp_onprem_send.py", "whatsapp_cloud_pywa.py")
 
 
@@ -105,6 +105,9 @@ def test_whatsapp_cloud_pywa() -> None:
         ("tencent_im_send.py", "TENCENT_IM_SDKAPPID"),
         ("whatsapp_onprem_send.py", "WA_ONPREM_URL"),
         ("whatsapp_cloud_pywa.py", "WA_CLOUD_TOKEN"),
+        ("wecom_send.py", "WECOM_CORPID"),
+        ("feishu_send.py", "FEISHU_APP_SECRET"),
+        ("dingtalk_send.py", "DINGTALK_APPKEY"),
     ],
 )
 def test_some_credentials_only_is_refused(script: str, variable: str) -> None:
@@ -133,3 +136,102 @@ def test_whatsapp_onprem_real_api_mode() -> None:
     assert re.search(r"message sent to 15550009: id gBEG\w+", proc.stdout)
     assert fake.token_requests == 1 and len(fake.sent) == 1
     assert "s3cret-Passw0rd" not in proc.stdout
+
+
+# -- WeCom, Feishu, DingTalk (issue 16) ------------------------------------------------------------
+
+LOOPBACK = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+
+
+def test_wecom() -> None:
+    out = run_ok("wecom_send.py")
+    [gave_up] = events(out, "gave_up")
+    assert "code=60020" in gave_up and "category=user-action" in gave_up
+    assert "message not sent: WeCom code 60020 needs a person" in out and "what to do: An admin must add" in out
+    assert re.search(r"request id for WeCom support: \d{20,}", out)  # the hint: [...] of errmsg
+    [retry] = events(out, "retry_scheduled")
+    assert "code=-1" in retry and "/cgi-bin/message/send?access_token=***" in retry
+    [renewed] = events(out, "token_renewed")
+    assert "code=42001" in renewed and "hook_called=True" in renewed
+    assert re.search(r"message sent to zhangsan\|lisi: msgid \S+", out) and "served 2 token(s)" in out
+    assert "offline-wecom-corpsecret" not in out
+
+
+def test_feishu() -> None:
+    out = run_ok("feishu_send.py")
+    [gave_up] = events(out, "gave_up")
+    assert "code=230013" in gave_up and "message not sent: Feishu code 230013 needs a person" in out
+    [retry] = events(out, "retry_scheduled")
+    assert "code=99991400" in retry and "delay=2.0" in retry  # x-ogw-ratelimit-reset: 2
+    [renewed] = events(out, "token_renewed")
+    assert "code=99991663" in renewed and "hook_called=True" in renewed
+    assert re.search(r"message sent to ou_\w+: message_id om_\w+", out) and "served 2 token(s)" in out
+    assert "offline-feishu-app-secret" not in out and not re.search(r"t-[0-9a-f]{40}", out)  # no token shows
+
+
+def test_dingtalk() -> None:
+    proc = run("dingtalk_send.py")
+    out = proc.stdout
+    assert proc.returncode == 0 and proc.stderr == "", out + proc.stderr
+    assert "running offline" in out and "the fake accepted 2 message(s)" in out  # each exactly once
+    retries = events(out, "retry_scheduled")
+    assert "code=-1" in retries[0] and "access_token=***" in retries[0]
+    assert "code=Forbidden.AccessDenied.QpsLimitForAppkeyAndApi" in retries[1] and "delay=1.0" in retries[1]
+    [renewed] = events(out, "token_renewed")
+    assert "code=88" in renewed and "subcode=40014" in renewed and "hook_called=True" in renewed
+    assert re.search(r"work notification sent to manager1042: task_id \d+", out)
+    assert re.search(r"robot message sent to manager1042: processQueryKey \S+", out)
+    assert "offline-dingtalk-appsecret" not in out
+
+
+def test_wecom_real_api_mode() -> None:
+    fake = FakeWeCom("wwreal", "real-corp-secret-0123", 1000005)
+    with fake.serve() as base_url:
+        env = offline_env(
+            WECOM_CORPID="wwreal",
+            WECOM_CORPSECRET="real-corp-secret-0123",
+            WECOM_AGENTID="1000005",
+            WECOM_TOUSER="u1",
+            WECOM_API_BASE=base_url,
+            **LOOPBACK,
+        )
+        proc = run("wecom_send.py", env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "using the real WeCom API" in proc.stdout and proc.stdout.count("message sent to u1: msgid") == 2
+    assert fake.token_requests == 1 and len(fake.sent) == 2 and "real-corp-secret" not in proc.stdout
+
+
+def test_feishu_real_api_mode() -> None:
+    fake = FakeFeishu("cli_real", "real-app-secret-0123")
+    with fake.serve() as base_url:
+        env = offline_env(
+            FEISHU_APP_ID="cli_real",
+            FEISHU_APP_SECRET="real-app-secret-0123",
+            FEISHU_RECEIVE_ID="ou_real",
+            FEISHU_LARK="1",
+            FEISHU_API_BASE=base_url,
+            **LOOPBACK,
+        )
+        proc = run("feishu_send.py", env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "using the real Lark API" in proc.stdout and proc.stdout.count("message sent to ou_real") == 2
+    assert fake.token_requests == 1 and len(fake.sent) == 2 and "real-app-secret" not in proc.stdout
+
+
+def test_dingtalk_real_api_mode() -> None:
+    fake = FakeDingTalk("dingreal", "real-app-secret-0123", agent_id=77, robot_code="dingrobot")
+    with fake.serve() as oapi, fake.serve() as api:  # two ports: the policy map tells the APIs apart
+        env = offline_env(
+            DINGTALK_APPKEY="dingreal",
+            DINGTALK_APPSECRET="real-app-secret-0123",
+            DINGTALK_AGENT_ID="77",
+            DINGTALK_USERID="u1",
+            DINGTALK_ROBOT_CODE="dingrobot",
+            DINGTALK_OAPI_BASE=oapi,
+            DINGTALK_API_BASE=api,
+            **LOOPBACK,
+        )
+        proc = run("dingtalk_send.py", env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "work notification sent to u1: task_id" in proc.stdout and "robot message sent to u1" in proc.stdout
+    assert len(fake.sent) == 2 and "real-app-secret" not in proc.stdout
