@@ -241,7 +241,7 @@ def _client(case: Case, contender: str, server: str | None = None) -> tuple[Batc
     url = case.url
     if server is not None:
         url = server + url[url.index("/", len("https://")) :]
-    filled_in = contender == "retrypolicy" and case.hook and not case.sends_token
+    filled_in = contender in ("retrypolicy", OTEL) and case.hook and not case.sends_token
     if filled_in and not case.header_token:
         url = str(httpx.URL(url).copy_remove_param("access_token"))
     auth = {"Authorization": "Bearer ACCESS_TOKEN_VALUE"} if case.header_token and not filled_in else {}
@@ -299,6 +299,8 @@ def measure(
     head = f"{'case':<30} {'bare µs':>8} {'retrypolicy':>22} {'+µs':>6} {'path':>4}"
     for contender in contenders[2:]:
         head += f" {contender:>{max(len(contender), 10)}}"
+    if WITH_OTEL:  # the telemetry's own cost: retrypolicy+otel over retrypolicy, paired round by round
+        head += f" {'otel/retrypolicy':>24}"
     print(head + (f" {'instr':>16}" if count is not None else ""))
     for name in names:
         case = CASES[name]
@@ -313,6 +315,9 @@ def measure(
         for contender in contenders[2:]:
             other = paired(samples[contender], base)
             line += f" {f'{other.ratio:.2f}x':>{max(len(contender), 10)}}"
+        if WITH_OTEL:
+            own = paired(samples[OTEL], samples["retrypolicy"])
+            line += f" {f'{own.ratio:.3f}x [{own.low:.2f}-{own.high:.2f}]':>24}"
         if count is not None:
             figures = interleaved(runs, 300, 9, count)
             b, r = figures[BARE].instructions, figures["retrypolicy"].instructions

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import re
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -285,21 +287,71 @@ def test_prometheus_names_through_the_otel_exporter() -> None:
     provider = MeterProvider(metric_readers=[reader])
     try:
         telemetry = Telemetry(meter_provider=provider, spans=False)
-        answers = iter([httpx.Response(200, json={"errcode": -1}), httpx.Response(200, json={"errcode": 0})])
+        answers = iter(
+            [
+                httpx.Response(200, json={"errcode": -1}),
+                httpx.Response(200, json={"errcode": 0}),
+                httpx.Response(200, json={"errcode": 45015}),
+            ]
+        )
         with retrypolicy.set_testing(True):
             transport = retrypolicy.RetryTransport(
                 "wechat", transport=httpx.MockTransport(lambda r: next(answers)), telemetry=telemetry
             )
-            httpx.Client(transport=transport).post("https://api.weixin.qq.com" + SEND, json=MESSAGE)
+            client = httpx.Client(transport=transport)
+            client.post("https://api.weixin.qq.com" + SEND, json=MESSAGE)
+            with pytest.raises(retrypolicy.UserActionRequired):
+                client.post("https://api.weixin.qq.com" + SEND, json=MESSAGE)
         text = generate_latest(REGISTRY).decode()
     finally:
         provider.shutdown()  # the reader's shutdown unregisters it from prometheus_client's REGISTRY
-    assert re.search(r"^retrypolicy_requests_total\{[^}]*\} 1\.0$", text, re.MULTILINE)
-    assert re.search(r"^retrypolicy_attempts_total\{[^}]*\} 2\.0$", text, re.MULTILINE)
+    assert re.search(r"^retrypolicy_requests_total\{[^}]*\} 2\.0$", text, re.MULTILINE)
+    assert re.search(r"^retrypolicy_attempts_total\{[^}]*\} 3\.0$", text, re.MULTILINE)
     assert re.search(r"^retrypolicy_retries_total\{[^}]*\} 1\.0$", text, re.MULTILINE)
+    assert re.search(r"^retrypolicy_renewals_total\{[^}]*\} 0\.0$", text, re.MULTILINE)
+    assert re.search(r"^retrypolicy_succeeded_total\{[^}]*\} 1\.0$", text, re.MULTILINE)
+    assert re.search(r'^retrypolicy_gave_up_total\{[^}]*retrypolicy_category="user-action"[^}]*\} 1\.0$', text, re.M)
     assert re.search(
         r'^retrypolicy_budget_level\{[^}]*retrypolicy_platform="wechat"[^}]*\} 99\.\d+$', text, re.MULTILINE
     )
     assert re.search(
         r'^retrypolicy_wait_seconds_count\{[^}]*retrypolicy_platform="wechat"[^}]*\} 1\.0$', text, re.MULTILINE
     )
+
+
+def test_the_success_path_makes_the_same_calls_with_telemetry() -> None:
+    """With opentelemetry-api and no SDK (the global no-op providers), a request that succeeds at
+    once runs exactly the calls it runs without telemetry=: counted, not timed."""
+    body = b'{"errcode":0,"errmsg":"ok"}'
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(body))
+
+    def calls(telemetry: Telemetry | None) -> Counter[str]:
+        token = retrypolicy.Token("tok-secretvalue", expires_in=7200)
+        transport = retrypolicy.RetryTransport(
+            "wechat", transport=httpx.MockTransport(answer), token=lambda: token, telemetry=telemetry
+        )
+        seen: Counter[str] = Counter()
+        with httpx.Client(transport=transport) as client:
+            for _ in range(5):  # the first token, caches
+                client.post("https://api.weixin.qq.com" + SEND, json=MESSAGE)
+
+            def profile(frame: Any, event: str, arg: Any) -> None:
+                if event == "call":
+                    seen[f"{frame.f_code.co_filename}:{frame.f_code.co_name}"] += 1
+                elif event == "c_call":
+                    seen[getattr(arg, "__qualname__", "?")] += 1
+
+            sys.setprofile(profile)
+            try:
+                for _ in range(10):
+                    client.post("https://api.weixin.qq.com" + SEND, json=MESSAGE)
+            finally:
+                sys.setprofile(None)
+        return seen
+
+    without, with_telemetry = calls(None), calls(Telemetry())
+    assert sum(without.values()) > 1000  # the profile saw the requests
+    assert with_telemetry == without
