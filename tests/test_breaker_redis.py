@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -125,3 +126,47 @@ def test_a_store_that_does_not_share_breakers_keeps_them_per_process(redis: Redi
             assert outcome(c2) == ("RetriesExhausted", 2)  # its own breaker is closed
             assert server.attempts == 6
     store.close()
+
+
+def test_an_async_transport_pulls_probes_and_closes_through_redis(redis: RedisServer) -> None:
+    """The async transport makes its store calls in a worker thread: it pulls the breaker a sync
+    transport opened, claims the probe from the store and closes the breaker for both."""
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    retry = retrypolicy.RetrySettings(max_attempts=2, initial_delay=0.001, max_delay=0.001)
+    breaker = retrypolicy.CircuitBreaker(min_calls=4, window=60, open_for=OPEN_FOR)
+
+    def store() -> retrypolicy.RedisTokenStore:
+        return retrypolicy.RedisTokenStore.from_url(redis.url, namespace=namespace, sync_interval=0.05)
+
+    with hanging_server() as server:
+        sync_transport = retrypolicy.RetryTransport("wechat", token_store=store(), retry=retry, breaker=breaker)
+        with httpx.Client(transport=sync_transport, base_url=server.url) as client:
+            assert [outcome(client) for _ in range(2)] == [("RetriesExhausted", 2)] * 2
+
+            async def main() -> list[tuple[str, int]]:
+                transport = retrypolicy.AsyncRetryTransport("wechat", token_store=store(), retry=retry, breaker=breaker)
+                out = []
+                async with httpx.AsyncClient(transport=transport, base_url=server.url) as aclient:
+
+                    async def one() -> tuple[str, int]:
+                        try:
+                            await aclient.get("/cgi-bin/user/info", timeout=httpx.Timeout(5.0, read=0.1))
+                        except retrypolicy.RequestFailed as exc:
+                            return type(exc).__name__, exc.attempts
+                        return "ok", -1
+
+                    out.append(await one())  # pulled: open, unsent
+                    server.recover()
+                    await anyio.sleep(OPEN_FOR + 0.1)
+                    out.append(await one())  # the probe, claimed from Redis: it closes the breaker
+                    out.append(await one())
+                    (status,) = transport.snapshot().circuits
+                    out.append((status.state, status.probes))
+                return out
+
+            assert anyio.run(main) == [("CircuitOpen", 0), ("ok", -1), ("ok", -1), ("closed", 1)]
+            assert server.attempts == 6
+            time.sleep(0.1)  # the sync transport pulls the closed breaker: no probe of its own
+            assert outcome(client) == ("ok", -1)
+            assert circuit(sync_transport)[::2] == ("closed", 0)
+            assert server.attempts == 7
