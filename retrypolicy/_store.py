@@ -29,6 +29,7 @@ If a store raises, the manager renews process-locally and :class:`StoreGuard` lo
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 import time
@@ -38,6 +39,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._errors import ConfigurationError
 from ._log import as_logger
+from ._overload import Budgets, Cooldowns, SharedBudgets, SharedCooldowns
 from ._policy import Category, Classification, Cooldown
 
 __all__ = [
@@ -92,15 +94,11 @@ class SharedError:
     classification: Classification | None = None
 
     def encode(self) -> str:
-        import json  # noqa: PLC0415 - only on the failure path
-
         c = self.classification.as_dict() if self.classification is not None else None
         return json.dumps({"message": self.message, "classification": c}, separators=(",", ":"))
 
     @classmethod
     def decode(cls, calls: int, text: str) -> SharedError:
-        import json  # noqa: PLC0415
-
         try:
             raw = json.loads(text)
             message = str(raw["message"])
@@ -415,10 +413,10 @@ def check_store(store: object) -> TokenStore | None:
     return store
 
 
-def share_state(store: object, names: Mapping[str, str], guard: StoreGuard, budgets: Any, cooldowns: Any) -> None:
+def share_state(
+    store: object, names: Mapping[str, str], guard: StoreGuard, budgets: Budgets, cooldowns: Cooldowns
+) -> None:
     """Share a transport's retry budget and cooldowns through ``store`` if it can and wants to."""
-    from ._overload import SharedBudgets, SharedCooldowns  # noqa: PLC0415
-
     interval = getattr(store, "sync_interval", 1.0)
     if isinstance(store, SharedCooldowns) and getattr(store, "share_cooldowns", True):
         cooldowns.share(store, names, guard, interval=interval)

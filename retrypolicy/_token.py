@@ -165,8 +165,12 @@ class _TokenState:
             value, expires_in = result, None  # type: ignore[assignment]  # checked below
         if not isinstance(value, str):
             raise TokenHookError(f"token hook returned {type(value).__name__}, expected str or retrypolicy.Token")
-        if not value.strip():
+        value = value.strip()  # a token read from a file or an environment variable ends in "\n"
+        if not value:
             raise TokenHookError("token hook returned an empty token")
+        bad = _bad_character(value)
+        if bad is not None:  # httpx would refuse the header or mangle the URL: say so, never the value
+            raise TokenHookError(f"token hook returned a token containing {bad}; a token is one printable word")
         if stale is not None and value == stale:
             raise TokenHookError("token hook returned the same token the platform just rejected")
         if expires_in is not None and (not isinstance(expires_in, (int, float)) or expires_in <= 0):
@@ -214,6 +218,13 @@ class _TokenState:
             if usable is not None:
                 return usable
         raise error.copy()
+
+
+def _bad_character(value: str) -> str | None:
+    """What makes a token unsendable (whitespace or a control character inside it), or None."""
+    if value.isprintable() and not any(ch.isspace() for ch in value):
+        return None
+    return "whitespace" if any(ch.isspace() for ch in value) else "a control character"
 
 
 def _is_async(hook: object) -> bool:
