@@ -507,6 +507,7 @@ class _Exchange:
         self.started = first.started if first is not None else core.clock()
         self.sent_at = self.started  # when the current attempt started (kept only for an observer)
         self.token: str | None = None
+        self.proofs = lane.manager._state.proofs if lane.manager is not None else 0  # see hook_works()
         self.rewind: Callable[[], object] | None = no_rewind
         self.state = _FIRST_ATTEMPT
         self.attempts = self.succeeded = 0
@@ -708,7 +709,7 @@ class _Exchange:
             can_renew=manager is not None,
             retry_after=c.wait_seconds(core.wall_clock()),
             wait=backoff(self.limits, state.attempt) if c.category is Category.RETRYABLE else None,
-            token_worked=c.category is Category.TOKEN_REFRESH and manager is not None and manager.worked(self.token),
+            token_worked=c.category is Category.TOKEN_REFRESH and manager is not None and self.hook_works(),
             token_current=manager is None or self.token is None or manager.current() == self.token,
             charged=None if manager is None else sum(not manager.worked(t) for t in state.refused),
         )
@@ -836,6 +837,15 @@ class _Exchange:
         )
         with contextlib.suppress(Exception):
             observer.attempted(attempt)
+
+    def hook_works(self) -> bool:
+        """Is a refusal of this request's token no sign of a loop? It is not when the token carried
+        a success, or when any token carried its first success since the request began: the
+        hook's tokens work, and this one was replaced or expired under concurrent sends (the
+        loop ``max_renewals`` stops is every new token refused at once, by every request)."""
+        manager = self.manager
+        assert manager is not None
+        return manager.worked(self.token) or manager._state.proofs > self.proofs
 
     def recipient_of(self) -> str | None:
         if not self.recipient_read:

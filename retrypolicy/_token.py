@@ -106,6 +106,7 @@ class _TokenState:
     proven: bool = False  # the current token carried a success (set once per token, read without a lock)
     worked: deque[str] = field(default_factory=lambda: deque(maxlen=64))  # earlier tokens that carried one (a request
     # renews at most RENEWAL_CAP, 64, times: it never asks about a token older than these)
+    proofs: int = 0  # how many tokens have carried a first success: a hook whose tokens never work keeps it still
 
     def carried(self, token: str | None) -> bool:
         """Did ``token`` carry a success? A refused token that did expired or was replaced
@@ -117,9 +118,12 @@ class _TokenState:
     def succeeded(self, token: str | None) -> None:
         """A request succeeded with ``token`` (``None``: with the current one)."""
         if token is None or token == self.value:
-            self.proven = True
+            if not self.proven:
+                self.proven = True
+                self.proofs += 1
         elif token not in self.worked:
             self.worked.append(token)
+            self.proofs += 1
 
     def _install(self, value: str) -> None:
         if value == self.value:
