@@ -845,7 +845,8 @@ class _Exchange:
         loop ``max_renewals`` stops is every new token refused at once, by every request)."""
         manager = self.manager
         assert manager is not None
-        return manager.worked(self.token) or manager._state.proofs > self.proofs
+        state = manager._state
+        return manager.worked(self.token) or state.proofs > self.proofs or state.hook_works()
 
     def recipient_of(self) -> str | None:
         if not self.recipient_read:

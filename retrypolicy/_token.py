@@ -107,6 +107,7 @@ class _TokenState:
     worked: deque[str] = field(default_factory=lambda: deque(maxlen=64))  # earlier tokens that carried one (a request
     # renews at most RENEWAL_CAP, 64, times: it never asks about a token older than these)
     proofs: int = 0  # how many tokens have carried a first success: a hook whose tokens never work keeps it still
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=4))  # the last tokens installed, newest last
 
     def carried(self, token: str | None) -> bool:
         """Did ``token`` carry a success? A refused token that did expired or was replaced
@@ -114,6 +115,11 @@ class _TokenState:
         if token is None:
             return False
         return self.proven if token == self.value else token in self.worked
+
+    def hook_works(self) -> bool:
+        """Has one of the last few tokens the hook gave carried a success? A hook whose every
+        token the platform refuses (the loop ``max_renewals`` stops) never makes this true."""
+        return any(self.carried(t) for t in self.recent)
 
     def succeeded(self, token: str | None) -> None:
         """A request succeeded with ``token`` (``None``: with the current one)."""
@@ -132,6 +138,7 @@ class _TokenState:
             self.worked.append(self.value)
         self.value = value
         self.proven = False
+        self.recent.append(value)
 
     def is_rejected(self, token: str) -> bool:
         """Was this token refused and replaced? Requests still carrying it get the current one."""

@@ -344,12 +344,15 @@ def test_the_success_path_makes_the_same_calls_with_telemetry() -> None:
                 elif event == "c_call":
                     seen[getattr(arg, "__qualname__", "?")] += 1
 
+            gc.collect()
+            gc.disable()  # a collection's callbacks (hypothesis installs one) would count as calls
             sys.setprofile(profile)
             try:
                 for _ in range(10):
                     client.post("https://api.weixin.qq.com" + SEND, json=MESSAGE)
             finally:
                 sys.setprofile(None)
+                gc.enable()
         return seen
 
     without, with_telemetry = calls(None), calls(Telemetry())
