@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -111,27 +111,94 @@ def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
 
 def read_small(response: httpx.Response) -> bytes:
     """Read a small body for its code and leave it readable for the caller as if unread:
-    ``read()``, ``iter_bytes()``, ``iter_text()`` and ``iter_raw()`` all keep working."""
-    if "content-encoding" in response.headers:  # keep the raw (compressed) bytes for iter_raw()
+    ``read()``, ``iter_bytes()``, ``iter_text()`` and ``iter_raw()`` all keep working. A body
+    without a Content-Length is read up to ``max_body_bytes`` (see :func:`readable`); if it is
+    longer, what was read goes back in front of the rest of the stream and it is left unread."""
+    limit = _unbounded(response)
+    if limit is not None:
+        stream = response.stream
+        assert isinstance(stream, httpx.SyncByteStream)
+        chunks: list[bytes] = []
+        rest = iter(stream)
+        for chunk in rest:
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > limit:
+                return _too_long(response, _Rest(chunks, rest, stream, None))
+        stream.close()
+        raw = b"".join(chunks)
+    elif "content-encoding" in response.headers:  # keep the raw (compressed) bytes for iter_raw()
         raw = b"".join(response.iter_raw())
-        _unread(response, raw)
-        content = response.read()
     else:
         content = raw = response.read()
+        _unread(response, raw)
+        return content
+    _unread(response, raw)
+    content = response.read()
     _unread(response, raw)
     return content
 
 
 async def aread_small(response: httpx.Response) -> bytes:
     """The async twin of :func:`read_small`."""
-    if "content-encoding" in response.headers:
+    limit = _unbounded(response)
+    if limit is not None:
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        chunks: list[bytes] = []
+        rest = stream.__aiter__()
+        async for chunk in rest:
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > limit:
+                return _too_long(response, _Rest(chunks, None, stream, rest))
+        await stream.aclose()
+        raw = b"".join(chunks)
+    elif "content-encoding" in response.headers:
         raw = b"".join([chunk async for chunk in response.aiter_raw()])
-        _unread(response, raw)
-        content = await response.aread()
     else:
         content = raw = await response.aread()
+        _unread(response, raw)
+        return content
+    _unread(response, raw)
+    content = await response.aread()
     _unread(response, raw)
     return content
+
+
+class _Rest(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body read in part for its code: the chunks read, then the rest of the network stream."""
+
+    def __init__(
+        self,
+        head: list[bytes],
+        rest: Iterator[bytes] | None,
+        stream: httpx.SyncByteStream | httpx.AsyncByteStream,
+        arest: AsyncIterator[bytes] | None,
+    ) -> None:
+        self._head, self._rest, self._stream, self._arest = head, rest, stream, arest
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._head
+        if self._rest is not None:
+            yield from self._rest
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._head:
+            yield chunk
+        if self._arest is not None:
+            async for chunk in self._arest:
+                yield chunk
+
+    def close(self) -> None:
+        if isinstance(self._stream, httpx.SyncByteStream):
+            self._stream.close()
+
+    async def aclose(self) -> None:
+        if isinstance(self._stream, httpx.AsyncByteStream):
+            await self._stream.aclose()
+
+
+_LIMIT = "_retrypolicy_limit"  # set on a response by readable(): read it up to this many bytes
+_TOO_LONG = "_retrypolicy_too_long"  # set once such a read found it longer: never read it again
 
 
 def _unread(response: httpx.Response, raw: bytes) -> None:
@@ -142,10 +209,29 @@ def _unread(response: httpx.Response, raw: bytes) -> None:
     response.is_closed = False
 
 
+def _unbounded(response: httpx.Response) -> int | None:
+    limit = getattr(response, _LIMIT, None)
+    return limit if isinstance(limit, int) else None
+
+
+def _too_long(response: httpx.Response, stream: _Rest) -> bytes:
+    response.stream = stream
+    response.is_stream_consumed = False
+    setattr(response, _TOO_LONG, True)
+    return b""
+
+
 def readable(response: httpx.Response, max_bytes: int) -> bool:
-    """Should the body be read for an error code? Only small JSON or text bodies with a length."""
+    """Should the body be read for an error code? Small JSON or text bodies: with a length up to
+    ``max_bytes``; without one (chunked, HTTP/2, some proxies) only when declared JSON or text,
+    and then :func:`read_small` reads at most ``max_bytes`` of it. A download stays a stream."""
     length = response.headers.get("content-length")
-    if length is None or not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
-        return False
     ctype = response.headers.get("content-type", "").lower()
+    if length is None:
+        if not ("json" in ctype or ctype.startswith("text/")) or hasattr(response, _TOO_LONG):
+            return False
+        setattr(response, _LIMIT, max_bytes)
+        return True
+    if not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
+        return False
     return not ctype or "json" in ctype or ctype.startswith("text/")

@@ -43,6 +43,7 @@ class Reply:
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
     gzip: bool = False  # send the body gzip-encoded, with Content-Encoding
+    chunked: bool = False  # send the body chunked (no Content-Length), in pieces of up to 4 KiB
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, charset: str = "", **headers: str) -> Reply:
@@ -101,6 +102,14 @@ def _handler_class(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.send_header(key, value)
             if reply.gzip:
                 self.send_header("Content-Encoding", "gzip")
+            if reply.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(payload), 4096):
+                    piece = payload[i : i + 4096]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+                return
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -377,3 +377,42 @@ def test_unused_port_is_a_connect_error_never_sent(runner: Runner) -> None:
         runner.request(c, "POST", f"http://127.0.0.1:{port}{SEND}", json={"touser": "o1"})
     assert info.value.attempts == 2  # a POST that never left is resent
     assert info.value.classification.ambiguous is False
+
+
+# -- bodies without a Content-Length (chunked, HTTP/2, proxies) ----------------------------------
+
+
+def _chunked(obj: Any, **kwargs: Any) -> Reply:
+    reply = Reply.json(obj)
+    return Reply(reply.status, reply.body, reply.headers, chunked=True, **kwargs)
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["identity", "gzip"])
+def test_a_chunked_error_is_read_for_its_code(runner: Runner, gzipped: bool) -> None:
+    with serve(script(_chunked(USER_ACTION, gzip=gzipped))) as server:
+        c = runner.client()
+        with pytest.raises(UserActionRequired) as info:
+            runner.request(c, "POST", f"{server.url}{SEND}", json={"touser": "o1"})
+    assert info.value.classification.code == 45015
+    assert len(server.seen) == 1
+
+
+def test_a_chunked_success_stays_readable_every_way(runner: Runner) -> None:
+    body = {"errcode": 0, "errmsg": "ok", "msgid": 7}
+    with serve(script(_chunked(body), then=_chunked(body))) as server:
+        got = _stream_all(runner, runner.client(), f"{server.url}{SEND}")
+        bare = _stream_all(runner, runner.bare(), f"{server.url}{SEND}")
+    assert got == bare
+
+
+def test_a_long_chunked_body_is_read_no_further_than_max_body_bytes_and_handed_back_whole(runner: Runner) -> None:
+    big = {"errcode": 0, "errmsg": "ok", "items": ["x" * 100] * 2000}  # ~210 KB, past the 64 KiB limit
+    with serve(script(_chunked(big), then=_chunked(big))) as server:
+        got = _stream_all(runner, runner.client(), f"{server.url}{SEND}")
+        bare = _stream_all(runner, runner.bare(), f"{server.url}{SEND}")
+
+    def joined(ways: dict[str, Any]) -> dict[str, Any]:  # the same bytes, in chunks of other sizes
+        return {way: v if way == "read" else ("" if way == "iter_text" else b"").join(v) for way, v in ways.items()}
+
+    assert joined(got) == joined(bare)
+    assert len(got["read"]) > 200_000
