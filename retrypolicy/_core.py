@@ -296,7 +296,7 @@ class RetryCore:
 
     def ready(self, request: httpx.Request) -> tuple[httpx.Request, Lane] | None:
         """The request to send at once, and its policy's :class:`Lane`, when nothing before the
-        first attempt needs the flow: no per-request options, no cooldown running, no shared
+        first attempt needs the flow: no cooldown running, no circuit breaker open, no shared
         cooldowns due to be pulled or refills due to be pushed, a body that can be sent again
         as it is, not a hop of a redirect chain, and, with a token hook, a fresh token that has
         worked, which the request either lacks or already carries. ``None``: drive :meth:`flow`
@@ -309,9 +309,11 @@ class RetryCore:
         if lane is None:
             return None  # a host no policy covers: the flow passes it through
         cooldowns, budgets, breakers = self.cooldowns, self.budgets, self.breakers
+        cap = lane.cap
+        if EXTENSION in request.extensions:  # validated before sending; only the timeout cap is the first attempt's
+            cap = _first_cap(self.options(lane.policy, request).limits)
         if (
-            EXTENSION in request.extensions
-            or ORIGIN in request.extensions  # a hop of a redirect chain: the flow checks its origin
+            ORIGIN in request.extensions  # a hop of a redirect chain: the flow checks its origin
             or not cooldowns.quiet
             or not breakers.quiet  # a circuit breaker is open or half-open: the flow's gate decides
             or (
@@ -334,7 +336,7 @@ class RetryCore:
                 if token is None or not manager._state.proven:  # one flag, no lock (see TokenManager.succeeded)
                     return None  # a renewal is due, or the token has not worked yet: the flow records its first success
                 request = with_token(request, placement, token)
-        timeout, cap = request.extensions.get("timeout"), lane.cap
+        timeout = request.extensions.get("timeout")
         if timeout is not None and cap is not None:  # the attempt timeout, or the deadline, caps each one
             for value in timeout.values():  # inlined _within(): one loop over httpx's four timeouts
                 if value is None or value > cap:
@@ -924,6 +926,12 @@ def _transport_classification(policy: Policy, exc: httpx.TransportError, sent: b
     return Classification(
         policy.platform, None, Category.RETRYABLE, message, description, ambiguous=sent, source="transport"
     )
+
+
+def _first_cap(limits: Limits) -> float | None:
+    """What caps a first attempt's httpx timeouts: the attempt timeout and the deadline (0: none)."""
+    cap = min(limits.attempt_timeout or math.inf, limits.deadline or math.inf)
+    return None if cap == math.inf else cap
 
 
 def _within(timeout: Any, cap: float) -> bool:

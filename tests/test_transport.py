@@ -577,8 +577,8 @@ def test_first_attempt_success_never_starts_the_flow(mode: str, flows: list[bool
     for options in ({}, {}, {}, {retrypolicy.EXTENSION: {"max_attempts": 2}}):
         request_with(mode, client, "POST", SEND_URL, extensions=options)
     # 1: no token yet, the flow fetches it; 2: a success without the flow; 3: a failure the flow
-    # takes over (first given); 4: request options, the flow from the start
-    assert flows == [False, True, False] and stream.closed
+    # takes over (first given); 4: request options, checked before sending: still without the flow
+    assert flows == [False, True] and stream.closed
     assert [r.url.params["access_token"] for r in rec.requests] == ["tok1-secretvalue"] * 5
     snap = client._transport.snapshot()
     assert (snap.requests, snap.attempts, snap.retries, snap.succeeded) == (4, 5, 1, 4)
