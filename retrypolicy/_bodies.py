@@ -225,8 +225,14 @@ def readable(response: httpx.Response, max_bytes: int) -> bool:
     """Should the body be read for an error code? Small JSON or text bodies: with a length up to
     ``max_bytes``; without one (chunked, HTTP/2, some proxies) only when declared JSON or text,
     and then :func:`read_small` reads at most ``max_bytes`` of it. A download stays a stream."""
-    length = response.headers.get("content-length")
-    ctype = response.headers.get("content-type", "").lower()
+    length = ctype = None
+    for key, value in response.headers.raw:  # one pass (each Headers.get() walks every header)
+        name = key.lower()
+        if name == b"content-length":
+            length = value.decode("latin-1")
+        elif name == b"content-type":
+            ctype = value.decode("latin-1").lower()
+    ctype = ctype or ""
     if length is None:
         if not ("json" in ctype or ctype.startswith("text/")) or hasattr(response, _TOO_LONG):
             return False

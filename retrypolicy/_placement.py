@@ -64,15 +64,24 @@ def with_token(request: httpx.Request, placement: TokenPlacement, token: str) ->
     Never in place: httpx logs the client's own request URL at INFO, so a token written into it
     would reach the logs; and the inner transport keeps what it was sent.
     """
-    url, headers = request.url, request.headers
+    copy = _copy_of(request)  # as httpx.Request(...) with the same parts would build it, without re-parsing them
     if placement.location == "query":
-        url = _url_with_param(str(url), placement.name, token)
+        copy.url = _url_with_param(str(request.url), placement.name, token)
     elif placement.location == "path":
-        url = _url_with_path_token(str(url), placement.prefix, placement.after, token)
+        copy.url = _url_with_path_token(str(request.url), placement.prefix, placement.after, token)
     else:
-        headers = headers.copy()
-        headers[placement.name] = placement.header_value(token)
-    return httpx.Request(request.method, url, headers=headers, stream=request.stream, extensions=request.extensions)
+        copy.headers = request.headers.copy()
+        copy.headers[placement.name] = placement.header_value(token)
+    return copy
+
+
+def _copy_of(request: httpx.Request) -> httpx.Request:
+    """A shallow copy: the same method, URL, headers object, stream; its own extensions dict (as
+    ``httpx.Request(...)`` gives it). The caller swaps the URL or the headers, never changes them."""
+    copy = httpx.Request.__new__(httpx.Request)
+    copy.__dict__.update(request.__dict__)
+    copy.extensions = dict(request.extensions)
+    return copy
 
 
 @functools.lru_cache(maxsize=256)
