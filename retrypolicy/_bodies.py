@@ -119,10 +119,12 @@ def read_small(response: httpx.Response) -> bytes:
         stream = response.stream
         assert isinstance(stream, httpx.SyncByteStream)
         chunks: list[bytes] = []
+        size = 0
         rest = iter(stream)
         for chunk in rest:
             chunks.append(chunk)
-            if sum(map(len, chunks)) > limit:
+            size += len(chunk)
+            if size > limit:
                 return _too_long(response, _Rest(chunks, rest, stream, None))
         stream.close()
         raw = b"".join(chunks)
@@ -145,10 +147,12 @@ async def aread_small(response: httpx.Response) -> bytes:
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         chunks: list[bytes] = []
+        size = 0
         rest = stream.__aiter__()
         async for chunk in rest:
             chunks.append(chunk)
-            if sum(map(len, chunks)) > limit:
+            size += len(chunk)
+            if size > limit:
                 return _too_long(response, _Rest(chunks, None, stream, rest))
         await stream.aclose()
         raw = b"".join(chunks)
