@@ -109,13 +109,13 @@ def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
     return None
 
 
-def read_small(response: httpx.Response) -> bytes:
+def read_small(response: httpx.Response, limit: int) -> bytes:
     """Read a small body for its code and leave it readable for the caller as if unread:
     ``read()``, ``iter_bytes()``, ``iter_text()`` and ``iter_raw()`` all keep working. A body
-    without a Content-Length is read up to ``max_body_bytes`` (see :func:`readable`); if it is
-    longer, what was read goes back in front of the rest of the stream and it is left unread."""
-    limit = _unbounded(response)
-    if limit is not None:
+    without a Content-Length (see :func:`readable`) is read up to ``limit`` bytes
+    (``max_body_bytes``); if it is longer, what was read goes back in front of the rest of the
+    stream and it is left unread."""
+    if "content-length" not in response.headers:
         stream = response.stream
         assert isinstance(stream, httpx.SyncByteStream)
         chunks: list[bytes] = []
@@ -140,10 +140,9 @@ def read_small(response: httpx.Response) -> bytes:
     return content
 
 
-async def aread_small(response: httpx.Response) -> bytes:
+async def aread_small(response: httpx.Response, limit: int) -> bytes:
     """The async twin of :func:`read_small`."""
-    limit = _unbounded(response)
-    if limit is not None:
+    if "content-length" not in response.headers:
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         chunks: list[bytes] = []
@@ -201,8 +200,7 @@ class _Rest(httpx.SyncByteStream, httpx.AsyncByteStream):
             await self._stream.aclose()
 
 
-_LIMIT = "_retrypolicy_limit"  # set on a response by readable(): read it up to this many bytes
-_TOO_LONG = "_retrypolicy_too_long"  # set once such a read found it longer: never read it again
+_TOO_LONG = "_retrypolicy_too_long"  # set once a read without a length found it too long: never read again
 
 
 def _unread(response: httpx.Response, raw: bytes) -> None:
@@ -211,11 +209,6 @@ def _unread(response: httpx.Response, raw: bytes) -> None:
     response.stream = httpx.ByteStream(raw)
     response.is_stream_consumed = False
     response.is_closed = False
-
-
-def _unbounded(response: httpx.Response) -> int | None:
-    limit = getattr(response, _LIMIT, None)
-    return limit if isinstance(limit, int) else None
 
 
 def _too_long(response: httpx.Response, stream: _Rest) -> bytes:
@@ -238,10 +231,7 @@ def readable(response: httpx.Response, max_bytes: int) -> bool:
             ctype = value.decode("latin-1").lower()
     ctype = ctype or ""
     if length is None:
-        if not ("json" in ctype or ctype.startswith("text/")) or hasattr(response, _TOO_LONG):
-            return False
-        setattr(response, _LIMIT, max_bytes)
-        return True
+        return ("json" in ctype or ctype.startswith("text/")) and not hasattr(response, _TOO_LONG)
     if not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
         return False
     return not ctype or "json" in ctype or ctype.startswith("text/")

@@ -85,6 +85,7 @@ _SHORT_HISTORY = 6  # attempts a message lists in full
 @dataclass(slots=True)  # actions: created per request, so not frozen (a frozen __init__ costs more)
 class Read:
     response: httpx.Response
+    limit: int  # max_body_bytes: how much of a body without a Content-Length to read
 
 
 @dataclass(slots=True)
@@ -612,7 +613,7 @@ class _Exchange:
             if first is None:
                 self.response = yield self.timed()
                 if not hasattr(self.response, "_content") and readable(self.response, self.policy.retry.max_body_bytes):
-                    yield Read(self.response)
+                    yield Read(self.response, self.policy.retry.max_body_bytes)
             else:
                 self.response = first.response
                 if first.error is not None:

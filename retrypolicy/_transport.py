@@ -278,7 +278,7 @@ class RetryTransport(httpx.BaseTransport):
             response = self._transport.handle_request(sent)
             settled = core.settle(lane, response, request)
             if settled is None:  # a small JSON or text body to read for its code
-                read_small(response)
+                read_small(response, lane.policy.retry.max_body_bytes)
                 settled = core.settle(lane, response, request)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
@@ -321,7 +321,7 @@ class RetryTransport(httpx.BaseTransport):
     def _perform(self, action: Any) -> Any:
         if isinstance(action, Read):
             try:
-                return read_small(action.response)
+                return read_small(action.response, action.limit)
             except BaseException:
                 action.response.close()
                 raise
@@ -416,7 +416,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             response = await self._transport.handle_async_request(sent)
             settled = core.settle(lane, response, request)
             if settled is None:  # a small JSON or text body to read for its code
-                await aread_small(response)
+                await aread_small(response, lane.policy.retry.max_body_bytes)
                 settled = core.settle(lane, response, request)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
@@ -461,7 +461,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
     async def _perform(self, action: Any) -> Any:
         if isinstance(action, Read):
             try:
-                return await aread_small(action.response)
+                return await aread_small(action.response, action.limit)
             except BaseException:
                 await action.response.aclose()
                 raise
