@@ -503,8 +503,7 @@ class _Exchange:
     def __init__(self, core: RetryCore, lane: Lane, asked: httpx.Request, first: First | None) -> None:
         self.core, self.lane, self.asked, self.first = core, lane, asked, first
         self.policy, self.manager = lane.policy, lane.manager
-        opts = core._default_options.get(lane.policy.platform) if EXTENSION not in asked.extensions else None
-        opts = opts or core.options(lane.policy, asked)
+        opts = core.options(lane.policy, asked)  # the table's defaults come from its cache
         self.limits, self.idempotent = opts.limits, opts.idempotent
         self.request = first.sent if first is not None else asked  # ready() filled in a fresh token
         self.started = first.started if first is not None else core.clock()
