@@ -93,6 +93,12 @@ def _handler_class(server: Server) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _serve(self) -> None:
+            try:
+                self._answer()
+            except OSError:  # the client went away (it timed out on a slow answer): nothing to tell it
+                self.close_connection = True
+
+        def _answer(self) -> None:
             body = _read_body(self)
             headers = {k.lower(): v for k, v in self.headers.items()}
             reply = server.record(Seen(self.command, self.path, headers, body))
