@@ -7,7 +7,8 @@ a timeout and the way they call the hook.
 
 With a :class:`~retrypolicy.TokenStore` (``_store.py``) the renewal is single-flight across
 processes too: :meth:`_ManagerBase._renewal` is a sans-IO generator (claim the store's lock or
-its fresh token, wait, call the hook, publish or record the failure) that both managers drive.
+its fresh token, wait, call the hook, publish or record the failure) that both managers drive,
+with :class:`_Run` doing all of the driving that is not I/O (their drivers differ only in ``await``).
 The hot path never touches the store: a manager keeps its own copy of the token and asks the
 store only when that copy is missing, near expiry or rejected. If the store fails, the renewal
 goes on process-locally.
@@ -22,9 +23,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeAlias, TypedDict, Unpack, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -298,13 +299,91 @@ class _StoreFailed(Exception):
     """Internal: a store operation raised (already logged by the guard)."""
 
 
+class _Run:
+    """One renewal as a manager drives it: everything of ``_drive`` that is not I/O, shared by the
+    sync and async managers (their drivers only perform the ops, as the transports do the flow's).
+
+    ``next()`` gives the op to perform (None once the renewal has its outcome); the driver performs
+    it inside ``performing(op)``, which sends the result or the error back in on the next ``next()``
+    and notes whether this renewal holds the store's lock, which ``close()`` says to release.
+    """
+
+    __slots__ = ("_error", "_manager", "_renewal", "_renewing", "holding", "owner", "result")
+
+    def __init__(self, manager: _ManagerBase, renewing: _Renewing) -> None:
+        self._manager = manager
+        self._renewing = renewing
+        self.owner = uuid.uuid4().hex
+        self.holding = False  # may this renewal hold the store's lock?
+        self.result: Any = None
+        self._error: BaseException | None = None
+        self._renewal: Renewal | None = None
+
+    def next(self) -> _Op | None:
+        result, error = self.result, self._error
+        self.result, self._error = None, None
+        try:
+            return self._renewing.throw(error) if error is not None else self._renewing.send(result)
+        except StopIteration as stop:
+            self._renewal = stop.value
+            return None
+
+    def outcome(self) -> Renewal:
+        assert self._renewal is not None
+        return self._renewal
+
+    @contextlib.contextmanager
+    def performing(self, op: _Op) -> Iterator[None]:
+        """Around the driver performing ``op``: a hook call is counted and its TokenHookError sent
+        back in; a store call that raises is logged by the guard and sent back in as
+        ``_StoreFailed`` (a store that fails never fails a request). A cancellation, a
+        ``BaseException``, passes through."""
+        manager = self._manager
+        if isinstance(op, _WaitOp):
+            yield
+        elif isinstance(op, _HookOp):
+            manager._hook_calls += 1
+            try:
+                yield
+            except TokenHookError as exc:
+                self._error = exc
+        else:
+            guard = manager._guarded()
+            self.holding = isinstance(op, _ClaimOp)
+            try:
+                yield
+            except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
+                guard.failed(exc, _op_name(op))
+                self._error = _StoreFailed()
+            else:
+                guard.succeeded()
+                self.holding = isinstance(self.result, Claim) and self.result.status == "acquired"
+
+    def close(self) -> bool:
+        """Close the renewal; should the driver release the store's lock?"""
+        self._renewing.close()
+        guard = self._manager.guard
+        return self.holding and self._manager.store is not None and guard is not None and guard.available()
+
+
+class _Options(TypedDict, total=False):
+    """The managers' keyword arguments (defaults in ``_ManagerBase.__init__``); the two managers
+    add only their lock, and the sync one its refusal of async hooks."""
+
+    timeout: float
+    clock: Callable[[], float]
+    store: TokenStore | None
+    key: str | None
+    guard: StoreGuard | None
+
+
 class _ManagerBase:
     def __init__(
         self,
         hook: AnyTokenHook,
         *,
-        timeout: float,
-        clock: Callable[[], float],
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
         store: TokenStore | None = None,
         key: str | None = None,
         guard: StoreGuard | None = None,
@@ -355,6 +434,14 @@ class _ManagerBase:
     def __repr__(self) -> str:
         name = getattr(self.hook, "__qualname__", type(self.hook).__name__)
         return f"<{type(self).__name__} hook={name} calls={self._hook_calls}>"
+
+    def _shared(self) -> TokenStore:
+        assert self.store is not None  # only a renewal with a store yields store ops
+        return self.store
+
+    def _guarded(self) -> StoreGuard:
+        assert self.guard is not None  # a manager with a store always has a guard
+        return self.guard
 
     # -- the renewal, once the local bookkeeping said the hook is needed
 
@@ -456,21 +543,12 @@ class TokenManager(_ManagerBase):
     With a ``store``, renewal is single-flight across everything sharing the store too.
     """
 
-    def __init__(
-        self,
-        hook: TokenHook | Callable[[], str | Token],
-        *,
-        timeout: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-        store: TokenStore | None = None,
-        key: str | None = None,
-        guard: StoreGuard | None = None,
-    ) -> None:
+    def __init__(self, hook: TokenHook | Callable[[], str | Token], **options: Unpack[_Options]) -> None:
         if _is_async(hook):
             raise ConfigurationError(
                 "an async token hook needs AsyncRetryTransport; RetryTransport calls hooks synchronously"
             )
-        super().__init__(hook, timeout=timeout, clock=clock, store=store, key=key, guard=guard)
+        super().__init__(hook, **options)
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -488,45 +566,29 @@ class TokenManager(_ManagerBase):
             return self._drive(self._renewal(stale))
 
     def _drive(self, renewing: _Renewing) -> Renewal:
-        owner = uuid.uuid4().hex
-        holding = False  # may this renewal hold the store's lock?
-        result: Any = None
-        error: BaseException | None = None
+        run = _Run(self, renewing)
         try:
-            while True:
-                try:
-                    op = renewing.throw(error) if error is not None else renewing.send(result)
-                except StopIteration as stop:
-                    renewal: Renewal = stop.value
-                    return renewal
-                result, error = None, None
-                if isinstance(op, _HookOp):
-                    self._hook_calls += 1
-                    try:
-                        result = self._call()
-                    except TokenHookError as exc:
-                        error = exc
-                elif isinstance(op, _WaitOp):
-                    time.sleep(op.seconds)
-                else:
-                    store, guard = self.store, self.guard
-                    assert store is not None and guard is not None
-                    holding = isinstance(op, _ClaimOp)
-                    try:
-                        result = _perform(store, self.key, owner, op, self.lease)
-                    except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
-                        guard.failed(exc, _op_name(op))
-                        error = _StoreFailed()
-                    else:
-                        guard.succeeded()
-                        holding = isinstance(result, Claim) and result.status == "acquired"
+            while (op := run.next()) is not None:
+                with run.performing(op):
+                    run.result = self._do(op, run.owner)
+            return run.outcome()
         finally:
-            renewing.close()
-            if holding and self.store is not None and self.guard is not None and self.guard.available():
-                try:
-                    self.store.release(self.key, owner)
-                except Exception as exc:  # noqa: BLE001
-                    self.guard.failed(exc, "release")
+            if run.close():
+                self._release(run.owner)
+
+    def _do(self, op: _Op, owner: str) -> object:
+        if isinstance(op, _WaitOp):
+            time.sleep(op.seconds)
+            return None
+        if isinstance(op, _HookOp):
+            return self._call()
+        return _perform(self._shared(), self.key, owner, op, self.lease)
+
+    def _release(self, owner: str) -> None:
+        try:
+            self._shared().release(self.key, owner)
+        except Exception as exc:  # noqa: BLE001
+            self._guarded().failed(exc, "release")
 
     def _call(self) -> object:
         box: list[object] = []
@@ -580,17 +642,8 @@ class AsyncTokenManager(_ManagerBase):
     releases the lock (the store's too).
     """
 
-    def __init__(
-        self,
-        hook: AnyTokenHook,
-        *,
-        timeout: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-        store: TokenStore | None = None,
-        key: str | None = None,
-        guard: StoreGuard | None = None,
-    ) -> None:
-        super().__init__(hook, timeout=timeout, clock=clock, store=store, key=key, guard=guard)
+    def __init__(self, hook: AnyTokenHook, **options: Unpack[_Options]) -> None:
+        super().__init__(hook, **options)
         self._lock = anyio.Lock()
 
     async def get(self) -> str:
@@ -606,49 +659,31 @@ class AsyncTokenManager(_ManagerBase):
             return await self._drive(self._renewal(stale))
 
     async def _drive(self, renewing: _Renewing) -> Renewal:
-        owner = uuid.uuid4().hex
-        holding = False
-        result: Any = None
-        error: BaseException | None = None
+        run = _Run(self, renewing)
         try:
-            while True:
-                try:
-                    op = renewing.throw(error) if error is not None else renewing.send(result)
-                except StopIteration as stop:
-                    renewal: Renewal = stop.value
-                    return renewal
-                result, error = None, None
-                if isinstance(op, _HookOp):
-                    self._hook_calls += 1
-                    try:
-                        result = await self._timed_call()
-                    except TokenHookError as exc:
-                        error = exc
-                elif isinstance(op, _WaitOp):
-                    await anyio.sleep(op.seconds)
-                else:
-                    store, guard = self.store, self.guard
-                    assert store is not None and guard is not None
-                    holding = isinstance(op, _ClaimOp)
-                    try:
-                        result = await _aperform(store, self.key, owner, op, self.lease)
-                    except anyio.get_cancelled_exc_class():
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - a store that fails never fails a request
-                        guard.failed(exc, _op_name(op))
-                        error = _StoreFailed()
-                    else:
-                        guard.succeeded()
-                        holding = isinstance(result, Claim) and result.status == "acquired"
+            while (op := run.next()) is not None:
+                with run.performing(op):
+                    run.result = await self._do(op, run.owner)
+            return run.outcome()
         finally:
-            renewing.close()
-            if holding and self.store is not None and self.guard is not None and self.guard.available():
-                with anyio.CancelScope(shield=True):
-                    try:
-                        with anyio.fail_after(5):
-                            await self.store.arelease(self.key, owner)
-                    except Exception as exc:  # noqa: BLE001
-                        self.guard.failed(exc, "release")
+            if run.close():
+                await self._release(run.owner)
+
+    async def _do(self, op: _Op, owner: str) -> object:
+        if isinstance(op, _WaitOp):
+            await anyio.sleep(op.seconds)
+            return None
+        if isinstance(op, _HookOp):
+            return await self._timed_call()
+        return await _aperform(self._shared(), self.key, owner, op, self.lease)
+
+    async def _release(self, owner: str) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.fail_after(5):
+                    await self._shared().arelease(self.key, owner)
+            except Exception as exc:  # noqa: BLE001
+                self._guarded().failed(exc, "release")
 
     async def _timed_call(self) -> object:
         reset = _HOOK_DEADLINE.set(time.monotonic() + self.timeout)
