@@ -335,39 +335,25 @@ class _HTTPTokenHook:
 
     def __call__(self) -> Token:
         client = self._sync_client()
-        deadline, started = hook_deadline(), time.monotonic()
-        attempt = 0
+        calls = _Calls(self)
         while True:
-            attempt += 1
-            request = _bounded(self._build(client), self._timeout, deadline)
+            request = calls.next(client)
             try:
                 return self._parse(request, client.send(request))
-            except httpx.HTTPError as exc:
-                failure = self._network_error(request, exc)
-            except HookError as exc:
-                failure = exc
-            delay = _retry_in(failure, attempt, deadline)
-            if delay is None:
-                raise _final(failure, attempt, started)  # outside the except block: nothing chained
-            time.sleep(delay)
+            except (httpx.HTTPError, HookError) as exc:
+                failure = calls.failed(request, exc)
+            time.sleep(calls.wait(failure))
 
     async def acall(self) -> Token:
         client = self._async_client()
-        deadline, started = hook_deadline(), time.monotonic()
-        attempt = 0
+        calls = _Calls(self)
         while True:
-            attempt += 1
-            request = _bounded(self._build(client), self._timeout, deadline)
+            request = calls.next(client)
             try:
                 return self._parse(request, await client.send(request))
-            except httpx.HTTPError as exc:
-                failure = self._network_error(request, exc)
-            except HookError as exc:
-                failure = exc
-            delay = _retry_in(failure, attempt, deadline)
-            if delay is None:
-                raise _final(failure, attempt, started)
-            await anyio.sleep(delay)
+            except (httpx.HTTPError, HookError) as exc:
+                failure = calls.failed(request, exc)
+            await anyio.sleep(calls.wait(failure))
 
     # -- results
 
@@ -417,6 +403,34 @@ class _HTTPTokenHook:
 _FIRST_WAIT = 0.1  # seconds before the second call of a token endpoint that failed transiently...
 _MAX_WAIT = 2.0  # ...doubling up to this (each wait drawn from its upper half)
 _ROOM = 0.1  # a retry needs at least this much of token_timeout left after its wait
+
+
+class _Calls:
+    """One ``hook()`` / ``await hook.acall()``: the calls of the token endpoint, all but their I/O
+    (the two methods only send and sleep). ``next()`` builds the next request, its timeout cut to
+    the transport's ``token_timeout``; ``failed()`` makes a HookError of a failure; ``wait()``
+    says how long to wait before the next call, or raises the last failure. Called outside the
+    ``except`` block, it raises with nothing chained (an httpx error's text may hold a secret)."""
+
+    __slots__ = ("_attempt", "_deadline", "_hook", "_started")
+
+    def __init__(self, hook: _HTTPTokenHook) -> None:
+        self._hook = hook
+        self._deadline, self._started = hook_deadline(), time.monotonic()
+        self._attempt = 0
+
+    def next(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        self._attempt += 1
+        return _bounded(self._hook._build(client), self._hook._timeout, self._deadline)
+
+    def failed(self, request: httpx.Request, exc: httpx.HTTPError | HookError) -> HookError:
+        return exc if isinstance(exc, HookError) else self._hook._network_error(request, exc)
+
+    def wait(self, failure: HookError) -> float:
+        delay = _retry_in(failure, self._attempt, self._deadline)
+        if delay is None:
+            raise _final(failure, self._attempt, self._started)
+        return delay
 
 
 def _bounded(request: httpx.Request, timeout: float, deadline: float | None) -> httpx.Request:
