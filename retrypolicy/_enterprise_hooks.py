@@ -22,7 +22,7 @@ from ._errors import ConfigurationError
 from ._load import load_policy
 from ._redact import redact_url
 from ._token import Token
-from .hooks import _check_secret, _HTTPTokenHook, _positive, _redact_httpx_logs
+from .hooks import _check_secret, _HTTPTokenHook, _redact_httpx_logs, _token_field
 
 __all__ = ["DingTalkTokenHook", "FeishuTenantToken", "WeComTokenHook"]
 
@@ -31,6 +31,13 @@ def _check_id(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
         raise ConfigurationError(f"{name} must be a non-empty str without spaces, got {value!r}")
     return value
+
+
+def _host(flag_name: str, flag: object, base_url: str | None, if_set: str, if_not: str) -> str:
+    """The base URL of a hook whose boolean ``flag`` picks one of two hosts (``base_url`` overrides)."""
+    if not isinstance(flag, bool):
+        raise ConfigurationError(f"{flag_name} must be True or False, got {flag!r}")
+    return base_url if base_url is not None else (if_set if flag else if_not)
 
 
 def _app_fingerprint(platform: str, owner: str, secret: str) -> str:
@@ -95,10 +102,7 @@ class WeComTokenHook(_HTTPTokenHook):
         return client.build_request("GET", f"{self._base_url}/cgi-bin/gettoken", params=params)
 
     def _token_from(self, body: dict[str, Any]) -> Token | str:
-        value = body.get("access_token")
-        if not isinstance(value, str) or not value.strip():
-            return "no access_token in the response" if value is None else "access_token is not a non-empty string"
-        return Token(value, expires_in=_positive(body.get("expires_in")))
+        return _token_field(body, "access_token", "expires_in")
 
 
 class FeishuTenantToken(_HTTPTokenHook):
@@ -137,9 +141,7 @@ class FeishuTenantToken(_HTTPTokenHook):
     ) -> None:
         self.app_id = _check_id("app_id", app_id)
         self._app_secret = _check_secret("app_secret", app_secret)
-        if not isinstance(lark, bool):
-            raise ConfigurationError(f"lark must be True or False, got {lark!r}")
-        base = base_url if base_url is not None else (self.LARK if lark else self.FEISHU)
+        base = _host("lark", lark, base_url, self.LARK, self.FEISHU)
         super().__init__(base, timeout=timeout, transport=transport, async_transport=async_transport)
         self.lark = lark
 
@@ -157,12 +159,7 @@ class FeishuTenantToken(_HTTPTokenHook):
         return client.build_request("POST", f"{self._base_url}{self._PATH}", json=body)
 
     def _token_from(self, body: dict[str, Any]) -> Token | str:
-        value = body.get("tenant_access_token")
-        if not isinstance(value, str) or not value.strip():
-            if value is None:
-                return "no tenant_access_token in the response"
-            return "tenant_access_token is not a non-empty string"
-        return Token(value, expires_in=_positive(body.get("expire")))
+        return _token_field(body, "tenant_access_token", "expire")
 
 
 class DingTalkTokenHook(_HTTPTokenHook):
@@ -200,9 +197,7 @@ class DingTalkTokenHook(_HTTPTokenHook):
     ) -> None:
         self.appkey = _check_id("appkey", appkey)
         self._appsecret = _check_secret("appsecret", appsecret)
-        if not isinstance(legacy, bool):
-            raise ConfigurationError(f"legacy must be True or False, got {legacy!r}")
-        base = base_url if base_url is not None else (self.OLD if legacy else self.NEW)
+        base = _host("legacy", legacy, base_url, self.OLD, self.NEW)
         super().__init__(base, timeout=timeout, transport=transport, async_transport=async_transport)
         self.legacy = legacy
         if not legacy:
@@ -231,8 +226,6 @@ class DingTalkTokenHook(_HTTPTokenHook):
         return client.build_request("POST", f"{self._base_url}/v1.0/oauth2/accessToken", json=body)
 
     def _token_from(self, body: dict[str, Any]) -> Token | str:
-        key, lifetime = ("access_token", "expires_in") if self.legacy else ("accessToken", "expireIn")
-        value = body.get(key)
-        if not isinstance(value, str) or not value.strip():
-            return f"no {key} in the response" if value is None else f"{key} is not a non-empty string"
-        return Token(value, expires_in=_positive(body.get(lifetime)))
+        if self.legacy:
+            return _token_field(body, "access_token", "expires_in")
+        return _token_field(body, "accessToken", "expireIn")

@@ -183,6 +183,15 @@ def _positive(value: object) -> float | None:
     return float(value) if math.isfinite(value) and value > 0 else None
 
 
+def _token_field(body: dict[str, Any], key: str, lifetime: str) -> Token | str:
+    """The token in ``body[key]`` with the lifetime in ``body[lifetime]``, or what is wrong with it
+    (``_HTTPTokenHook._token_from``'s answer for an endpoint that answers a flat JSON object)."""
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        return f"no {key} in the response" if value is None else f"{key} is not a non-empty string"
+    return Token(value, expires_in=_positive(body.get(lifetime)))
+
+
 def _check_timeout(timeout: float) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -533,10 +542,7 @@ class WeChatTokenHook(_HTTPTokenHook):
         return client.build_request("GET", f"{self._base_url}/cgi-bin/token", params=params)
 
     def _token_from(self, body: dict[str, Any]) -> Token | str:
-        value = body.get("access_token")
-        if not isinstance(value, str) or not value.strip():
-            return "no access_token in the response" if value is None else "access_token is not a non-empty string"
-        return Token(value, expires_in=_positive(body.get("expires_in")))
+        return _token_field(body, "access_token", "expires_in")
 
 
 class WhatsAppOnPremLogin(_HTTPTokenHook):
