@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import secrets
 import time
@@ -14,7 +13,7 @@ from typing import Any, ClassVar, Unpack
 import httpx
 
 from .._token import Token
-from ._platform import ErrorMore, FakePlatform, Route, _fault_codes, _json_object, _Spec
+from ._platform import ErrorMore, FakePlatform, Route, _fault_codes, _json_object, _json_response, _Spec
 
 _OLD_TOKEN = "/gettoken"
 _OLD_SEND = "/topapi/message/corpconversation/asyncsend_v2"
@@ -100,10 +99,9 @@ class FakeDingTalk(FakePlatform):
         def hook() -> Token:
             if legacy:
                 params = {"appkey": self.appkey, "appsecret": self._secret}
-                answer = self(httpx.Request("GET", f"{self.BASE_URL}{_OLD_TOKEN}", params=params)).json()
-                if answer.get("errcode") != 0:
-                    raise RuntimeError(f"FakeDingTalk gettoken answered errcode {answer.get('errcode')}")
-                return Token(answer["access_token"], expires_in=float(answer["expires_in"]))
+                request = httpx.Request("GET", f"{self.BASE_URL}{_OLD_TOKEN}", params=params)
+                what = "FakeDingTalk gettoken"
+                return self._fetch_token(request, "access_token", "expires_in", what=what, code="errcode")
             body = {"appKey": self.appkey, "appSecret": self._secret}
             response = self(httpx.Request("POST", f"{self.V1_BASE_URL}{_V1_TOKEN}", json=body))
             answer = response.json()
@@ -123,7 +121,7 @@ class FakeDingTalk(FakePlatform):
     def _current_or_new(self) -> tuple[str, int]:
         """The app's token: the current one, its lifetime extended, or a new one."""
         current = self._latest
-        if current is not None and self._alive(self._tokens[current]):
+        if current is not None and self._left(current) is not None:
             self._tokens[current].expires_at = self._clock() + self._lifetime
             return current, math.ceil(self._lifetime)
         return self._mint(self._lifetime), math.ceil(self._lifetime)
@@ -131,8 +129,7 @@ class FakeDingTalk(FakePlatform):
     # -- wire shapes -----------------------------------------------------------------------
 
     def _json(self, status: int, body: Mapping[str, Any]) -> httpx.Response:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return httpx.Response(status, content=content, headers={"content-type": "application/json;charset=utf-8"})
+        return _json_response(status, body, {"content-type": "application/json;charset=utf-8"})
 
     def _request_id(self) -> str:
         n = self._serial

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
 import secrets
@@ -15,7 +14,17 @@ from typing import Any, ClassVar, Unpack
 import httpx
 
 from .._token import Token
-from ._platform import ErrorMore, FakePlatform, Route, _bearer, _fault_codes, _Issued, _json_object, _Spec
+from ._platform import (
+    ErrorMore,
+    FakePlatform,
+    Route,
+    _bearer,
+    _fault_codes,
+    _Issued,
+    _json_object,
+    _json_response,
+    _Spec,
+)
 
 # -- WeChat ------------------------------------------------------------------------------------
 
@@ -61,10 +70,9 @@ class FakeWeChat(FakePlatform):
     def token_hook(self) -> Callable[[], Token]:
         def hook() -> Token:
             body = {"grant_type": "client_credential", "appid": self.appid, "secret": self._secret}
-            answer = self(httpx.Request("POST", f"{self.BASE_URL}/cgi-bin/stable_token", json=body)).json()
-            if "access_token" not in answer:
-                raise RuntimeError(f"FakeWeChat stable_token answered errcode {answer.get('errcode')}")
-            return Token(answer["access_token"], expires_in=float(answer["expires_in"]))
+            request = httpx.Request("POST", f"{self.BASE_URL}/cgi-bin/stable_token", json=body)
+            what = "FakeWeChat stable_token"
+            return self._fetch_token(request, "access_token", "expires_in", what=what, code="errcode")
 
         return hook
 
@@ -74,8 +82,7 @@ class FakeWeChat(FakePlatform):
     def _json(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> httpx.Response:
         every = self._plain_text_every
         ctype = "text/plain" if every and self._serial % every == 0 else "application/json; encoding=utf-8"
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return httpx.Response(status, content=content, headers={"content-type": ctype, **(headers or {})})
+        return _json_response(status, body, {"content-type": ctype, **(headers or {})})
 
     def _rid(self) -> str:
         n = self._serial
@@ -109,10 +116,9 @@ class FakeWeChat(FakePlatform):
             return self._error(40013, 200, "invalid appid")
         if secret != self._secret:
             return self._error(40125, 200, "invalid appsecret")
-        current = self._latest
-        if not force and current is not None and self._alive(self._tokens[current]):
-            remaining = max(1, math.ceil(self._tokens[current].expires_at - self._clock()))
-            return self._json(200, {"access_token": current, "expires_in": remaining})
+        left = None if force else self._left(self._latest)
+        if left is not None:
+            return self._json(200, {"access_token": self._latest, "expires_in": max(1, math.ceil(left))})
         token = self._mint(self._lifetime)
         return self._json(200, {"access_token": token, "expires_in": math.ceil(self._lifetime)})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import time
@@ -13,7 +12,17 @@ import httpx
 
 from .._token import Token
 from ._faults import Fault, RateLimited
-from ._platform import ErrorMore, FakePlatform, Route, _bearer, _fault_codes, _header_number, _json_object, _Spec
+from ._platform import (
+    ErrorMore,
+    FakePlatform,
+    Route,
+    _bearer,
+    _fault_codes,
+    _header_number,
+    _json_object,
+    _json_response,
+    _Spec,
+)
 
 _TOKEN_PATHS = ("/open-apis/auth/v3/tenant_access_token/internal", "/open-apis/auth/v3/tenant_access_token/internal/")
 _SEND = "/open-apis/im/v1/messages"
@@ -80,10 +89,9 @@ class FakeFeishu(FakePlatform):
     def token_hook(self) -> Callable[[], Token]:
         def hook() -> Token:
             body = {"app_id": self.app_id, "app_secret": self._secret}
-            answer = self(httpx.Request("POST", f"{self.BASE_URL}{_TOKEN_PATHS[0]}", json=body)).json()
-            if answer.get("code") != 0:
-                raise RuntimeError(f"FakeFeishu tenant_access_token answered code {answer.get('code')}")
-            return Token(answer["tenant_access_token"], expires_in=float(answer["expire"]))
+            request = httpx.Request("POST", f"{self.BASE_URL}{_TOKEN_PATHS[0]}", json=body)
+            what = "FakeFeishu tenant_access_token"
+            return self._fetch_token(request, "tenant_access_token", "expire", what=what, code="code")
 
         return hook
 
@@ -100,9 +108,8 @@ class FakeFeishu(FakePlatform):
     def _json(
         self, status: int, body: Mapping[str, Any], logid: str, headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         base = {"content-type": "application/json; charset=utf-8", "X-Tt-Logid": logid}
-        return httpx.Response(status, content=content, headers={**base, **(headers or {})})
+        return _json_response(status, body, {**base, **(headers or {})})
 
     def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         logid = self._logid()
@@ -143,11 +150,10 @@ class FakeFeishu(FakePlatform):
         if not secrets.compare_digest(secret.encode(), self._secret.encode()):
             return self._error(10014, 200, "app secret invalid")
         current = self._latest
-        if current is not None and self._alive(self._tokens[current]):
-            left = self._tokens[current].expires_at - self._clock()
-            if left >= _NEW_TOKEN_WITHIN:  # the same token, with what it has left
-                answer = {"code": 0, "msg": "ok", "tenant_access_token": current, "expire": math.floor(left)}
-                return self._json(200, answer, self._logid())
+        left = self._left(current)
+        if left is not None and left >= _NEW_TOKEN_WITHIN:  # the same token, with what it has left
+            answer = {"code": 0, "msg": "ok", "tenant_access_token": current, "expire": math.floor(left)}
+            return self._json(200, answer, self._logid())
         token = self._mint(self._lifetime)  # the old token stays valid until it expires
         answer = {"code": 0, "msg": "ok", "tenant_access_token": token, "expire": math.ceil(self._lifetime)}
         return self._json(200, answer, self._logid())

@@ -9,6 +9,7 @@ import random
 import secrets
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,35 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _json_response(
+    status: int, body: Mapping[str, Any], headers: Mapping[str, str], *, ensure_ascii: bool = False
+) -> httpx.Response:
+    """A JSON answer as the platforms send one: compact, UTF-8 (``ensure_ascii``: non-ASCII escaped, as Slack's)."""
+    content = json.dumps(body, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
+    return httpx.Response(status, content=content, headers=headers)
+
+
+def _call_params(request: httpx.Request, *, untyped_form: bool, strict: bool) -> dict[str, Any] | None:
+    """A Web API method's arguments: the query string, then a JSON or form body over it (Slack and
+    the Bot API take all three; python-telegram-bot sends a form). ``None`` for a body that cannot be
+    read. ``untyped_form``: a body without a Content-Type is a form; ``strict``: a malformed form is
+    refused (both as Slack does)."""
+    params: dict[str, Any] = dict(request.url.params)
+    if not request.content:
+        return params
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        body = _json_object(request.content)
+        return None if body is None else {**params, **body}
+    if ctype == "application/x-www-form-urlencoded" or (untyped_form and not ctype):
+        try:
+            pairs = urllib.parse.parse_qsl(request.content.decode(), keep_blank_values=True, strict_parsing=strict)
+        except ValueError:  # UnicodeDecodeError included
+            return None
+        return {**params, **dict(pairs)}
+    return None
 
 
 def _header_number(value: float) -> str:
@@ -248,6 +278,22 @@ class FakePlatform:
             return Token(value, expires_in=self._lifetime)
 
         return hook
+
+    def _fetch_token(self, request: httpx.Request, key: str, lifetime: str, *, what: str, code: str) -> Token:
+        """What a fake's own token hook does: ask this fake's token endpoint (``what``, e.g.
+        ``"FakeWeChat stable_token"``) and return the token in the answer's ``key`` with the
+        lifetime in ``lifetime``; an answer without it raises RuntimeError with its ``code`` field."""
+        answer = self(request).json()
+        if key not in answer:
+            raise RuntimeError(f"{what} answered {code} {answer.get(code)}")
+        return Token(answer[key], expires_in=float(answer[lifetime]))
+
+    def _left(self, token: str | None) -> float | None:
+        """The seconds ``token`` has left, or None if it is not a live token (under the lock)."""
+        record = self._tokens.get(token) if token is not None else None
+        if record is None or not self._alive(record):
+            return None
+        return record.expires_at - self._clock()
 
     def _mint(self, lifetime: float) -> str:
         if self._SINGLE_TOKEN:

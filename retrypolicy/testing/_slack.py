@@ -4,18 +4,16 @@ token rotation through ``oauth.v2.access`` with single-use refresh tokens."""
 from __future__ import annotations
 
 import base64
-import json
 import math
 import secrets
 import time
-import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar, Unpack
 
 import httpx
 
 from .._token import Token
-from ._platform import ErrorMore, FakePlatform, Route, _bearer, _fault_codes, _json_object, _Spec
+from ._platform import ErrorMore, FakePlatform, Route, _bearer, _call_params, _fault_codes, _json_response, _Spec
 
 __all__ = ["FakeSlack"]
 
@@ -27,24 +25,9 @@ _BOT_USER, _BOT_ID, _APP_ID = "U0FAKEBOT1", "B0FAKEBOT1", "A0FAKEAPP1"
 
 
 def _params(request: httpx.Request) -> dict[str, Any] | None:
-    """A Web API call's arguments: the query, then a JSON or form body over it (Slack takes all
-    three). ``None`` when the body is neither JSON nor a form."""
-    params: dict[str, Any] = dict(request.url.params)
-    if not request.content:
-        return params
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json":
-        body = _json_object(request.content)
-        if body is None:
-            return None
-        return {**params, **body}
-    if ctype in ("", "application/x-www-form-urlencoded"):
-        try:
-            pairs = urllib.parse.parse_qsl(request.content.decode(), keep_blank_values=True, strict_parsing=True)
-        except (UnicodeDecodeError, ValueError):
-            return None
-        return {**params, **dict(pairs)}
-    return None
+    """A Web API call's arguments: the query, then a JSON or form body over it (a body without a
+    Content-Type is a form). ``None`` when the body is neither JSON nor a well-formed form."""
+    return _call_params(request, untyped_form=True, strict=True)
 
 
 class FakeSlack(FakePlatform):
@@ -171,8 +154,7 @@ class FakeSlack(FakePlatform):
         return {"content-type": "application/json; charset=utf-8", "x-slack-req-id": f"{self._serial:08x}fake"}
 
     def _json(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> httpx.Response:
-        content = json.dumps(body, separators=(",", ":")).encode()
-        return httpx.Response(status, content=content, headers={**self._headers(), **(headers or {})})
+        return _json_response(status, body, {**self._headers(), **(headers or {})}, ensure_ascii=True)
 
     def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         body: dict[str, Any] = {"ok": False, "error": code}

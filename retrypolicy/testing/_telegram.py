@@ -3,7 +3,6 @@ wait in ``parameters.retry_after``, and groups that migrate to supergroups."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import secrets
@@ -16,7 +15,7 @@ import httpx
 
 from .._token import Token
 from ._faults import Busy, Fault, RateLimited
-from ._platform import ErrorMore, FakePlatform, Route, _fault_codes, _Issued, _json_object, _Spec
+from ._platform import ErrorMore, FakePlatform, Route, _call_params, _fault_codes, _Issued, _json_response, _Spec
 
 __all__ = ["FakeTelegram"]
 
@@ -26,22 +25,9 @@ _FOREVER = 100 * 365 * 86400.0  # a bot token does not expire
 
 
 def _params(request: httpx.Request) -> dict[str, Any] | None:
-    """A method's parameters: the query string, then a JSON or form body over it (the Bot API
-    takes all three; python-telegram-bot sends a form). ``None`` for a body it cannot read."""
-    params: dict[str, Any] = dict(request.url.params)
-    if not request.content:
-        return params
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json":
-        body = _json_object(request.content)
-        return None if body is None else {**params, **body}
-    if ctype == "application/x-www-form-urlencoded":
-        try:
-            pairs = urllib.parse.parse_qsl(request.content.decode(), keep_blank_values=True)
-        except UnicodeDecodeError:
-            return None
-        return {**params, **dict(pairs)}
-    return None
+    """A method's parameters: the query string, then a JSON or form body over it. ``None`` for a
+    body it cannot read."""
+    return _call_params(request, untyped_form=False, strict=False)
 
 
 def _chat_id(value: object) -> int | str | None:
@@ -173,8 +159,7 @@ class FakeTelegram(FakePlatform):
         return self._json(status, body, headers)
 
     def _json(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> httpx.Response:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return httpx.Response(status, content=content, headers={"content-type": "application/json", **(headers or {})})
+        return _json_response(status, body, {"content-type": "application/json", **(headers or {})})
 
     def _fault_response(self, fault: Fault) -> httpx.Response:
         if isinstance(fault, RateLimited) and fault.retry_after is not None:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Unpack
 import httpx
 
 from .._token import Token
-from ._platform import ErrorMore, FakePlatform, Route, _fault_codes, _json_object, _Spec
+from ._platform import ErrorMore, FakePlatform, Route, _fault_codes, _json_object, _json_response, _Spec
 
 _MORE_INFO = "https://open.work.weixin.qq.com/devtool/query?e="
 
@@ -85,10 +85,8 @@ class FakeWeCom(FakePlatform):
 
         def hook() -> Token:
             params = {"corpid": self.corpid, "corpsecret": secret}
-            answer = self(httpx.Request("GET", f"{self.BASE_URL}/cgi-bin/gettoken", params=params)).json()
-            if answer.get("errcode") != 0:
-                raise RuntimeError(f"FakeWeCom gettoken answered errcode {answer.get('errcode')}")
-            return Token(answer["access_token"], expires_in=float(answer["expires_in"]))
+            request = httpx.Request("GET", f"{self.BASE_URL}/cgi-bin/gettoken", params=params)
+            return self._fetch_token(request, "access_token", "expires_in", what="FakeWeCom gettoken", code="errcode")
 
         return hook
 
@@ -112,9 +110,7 @@ class FakeWeCom(FakePlatform):
     def _json(
         self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None, status: int = 200
     ) -> httpx.Response:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        ctype = {"content-type": "application/json; charset=UTF-8"}
-        return httpx.Response(status, content=content, headers={**ctype, **(headers or {})})
+        return _json_response(status, body, {"content-type": "application/json; charset=UTF-8", **(headers or {})})
 
     def _error(self, code: int | str, status: int, message: str, **more: Unpack[ErrorMore]) -> httpx.Response:
         errmsg = f"{message}, hint: [{self._hint()}], from ip: 127.0.0.1, more info at {_MORE_INFO}{code}"
@@ -151,8 +147,9 @@ class FakeWeCom(FakePlatform):
         if app is None:
             return self._error(40001, 200, "invalid credential")
         current = self._current.get(app)
-        if current is not None and self._alive(self._tokens[current]):
-            remaining = max(1, math.ceil(self._tokens[current].expires_at - self._clock()))
+        left = self._left(current)
+        if left is not None:
+            remaining = max(1, math.ceil(left))
             return self._json({"errcode": 0, "errmsg": "ok", "access_token": current, "expires_in": remaining})
         self._minting_for = app
         try:
