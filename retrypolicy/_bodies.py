@@ -14,8 +14,13 @@ from httpx._multipart import MultipartStream
 from ._policy import Policy
 
 __all__ = [
+    "BOUNDED",
+    "ENCODED",
+    "LENGTH",
     "ORIGIN",
+    "Unread",
     "aread_small",
+    "hand_back",
     "mark_redirect",
     "no_rewind",
     "origin",
@@ -109,15 +114,28 @@ def recipient_of(request: httpx.Request, policy: Policy) -> str | None:
     return None
 
 
-def read_small(response: httpx.Response, limit: int) -> bytes:
-    """Read a small body for its code and leave it readable for the caller as if unread:
-    ``read()``, ``iter_bytes()``, ``iter_text()`` and ``iter_raw()`` all keep working. A body
-    without a Content-Length (see :func:`readable`) is read up to ``limit`` bytes
+LENGTH, BOUNDED, ENCODED = 1, 2, 4
+"""What :func:`readable` says of a body to read: it has a Content-Length (within the limit), or
+none (read no more than the limit of it); ENCODED: a Content-Encoding applies (gzip, ...)."""
+
+
+class Unread(httpx.ByteStream):
+    """A small body the transport read for its code, handed back to the caller as a stream not yet
+    read: the bytes as they came off the network (still compressed, for ``iter_raw()``)."""
+
+
+def read_small(response: httpx.Response, limit: int, plan: int) -> bytes:
+    """Read a small body for its code (``plan``: what :func:`readable` said of it) and leave it
+    readable for the caller as if unread: ``read()``, ``iter_bytes()``, ``iter_text()`` and
+    ``iter_raw()`` all keep working. The network stream is read straight, not through the
+    response's own read (its decoder, chunker and request contexts run again when the client
+    reads the stream handed back). A body without a Content-Length is read up to ``limit`` bytes
     (``max_body_bytes``); if it is longer, what was read goes back in front of the rest of the
-    stream and it is left unread."""
-    if "content-length" not in response.headers:
-        stream = response.stream
-        assert isinstance(stream, httpx.SyncByteStream)
+    stream and it is left unread. Returns the body, decoded, and leaves it in ``_content`` for
+    the flow, until :func:`hand_back`."""
+    stream = response.stream
+    assert isinstance(stream, httpx.SyncByteStream)
+    if plan & BOUNDED:
         chunks: list[bytes] = []
         size = 0
         rest = iter(stream)
@@ -126,45 +144,36 @@ def read_small(response: httpx.Response, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 return _too_long(response, _Rest(chunks, rest, stream, None))
-        stream.close()
         raw = b"".join(chunks)
-    elif "content-encoding" in response.headers:  # keep the raw (compressed) bytes for iter_raw()
-        raw = b"".join(response.iter_raw())
     else:
-        content = raw = response.read()
-        _unread(response, raw)
-        return content
-    _unread(response, raw)
-    content = response.read()
-    _unread(response, raw)
-    return content
+        raw = b"".join(stream)
+    stream.close()  # the connection goes back to the pool
+    return _unread(response, raw, plan)
 
 
-async def aread_small(response: httpx.Response, limit: int) -> bytes:
+async def aread_small(response: httpx.Response, limit: int, plan: int) -> bytes:
     """The async twin of :func:`read_small`."""
-    if "content-length" not in response.headers:
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        chunks: list[bytes] = []
-        size = 0
-        rest = stream.__aiter__()
-        async for chunk in rest:
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return _too_long(response, _Rest(chunks, None, stream, rest))
-        await stream.aclose()
-        raw = b"".join(chunks)
-    elif "content-encoding" in response.headers:
-        raw = b"".join([chunk async for chunk in response.aiter_raw()])
-    else:
-        content = raw = await response.aread()
-        _unread(response, raw)
-        return content
-    _unread(response, raw)
-    content = await response.aread()
-    _unread(response, raw)
-    return content
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    chunks: list[bytes] = []
+    size = 0
+    rest = stream.__aiter__()
+    async for chunk in rest:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit and plan & BOUNDED:
+            return _too_long(response, _Rest(chunks, None, stream, rest))
+    await stream.aclose()
+    return _unread(response, b"".join(chunks), plan)
+
+
+def hand_back(response: httpx.Response) -> httpx.Response:
+    """The response as the transport returns it to the client: a body it read is a stream again,
+    with nothing read (the client reads it, closes it, and sets ``elapsed``, as with bare httpx;
+    left read, the client would skip its read and never close it)."""
+    if type(response.stream) is Unread:
+        response.__dict__.pop("_content", None)
+    return response
 
 
 class _Rest(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -203,12 +212,18 @@ class _Rest(httpx.SyncByteStream, httpx.AsyncByteStream):
 _TOO_LONG = "_retrypolicy_too_long"  # set once a read without a length found it too long: never read again
 
 
-def _unread(response: httpx.Response, raw: bytes) -> None:
-    # The network stream is read and closed (its connection back in the pool); the caller gets a
-    # stream of the same bytes, so a later iter_raw() does not raise StreamConsumed.
-    response.stream = httpx.ByteStream(raw)
+def _unread(response: httpx.Response, raw: bytes, plan: int) -> bytes:
+    # The network stream is read and closed; the caller gets a stream of the same bytes, so a later
+    # iter_raw() does not raise StreamConsumed.
+    response.stream = Unread(raw)
     response.is_stream_consumed = False
     response.is_closed = False
+    if plan & ENCODED:  # decoded as httpx would, by a response of our own (its errors are the same)
+        content = httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(raw)).read()
+    else:
+        content = raw
+    response._content = content
+    return content
 
 
 def _too_long(response: httpx.Response, stream: _Rest) -> bytes:
@@ -218,20 +233,25 @@ def _too_long(response: httpx.Response, stream: _Rest) -> bytes:
     return b""
 
 
-def readable(response: httpx.Response, max_bytes: int) -> bool:
-    """Should the body be read for an error code? Small JSON or text bodies: with a length up to
+def readable(response: httpx.Response, max_bytes: int) -> int:
+    """Should the body be read for an error code, and how (0: no; else :data:`LENGTH` or
+    :data:`BOUNDED`, with :data:`ENCODED`)? Small JSON or text bodies: with a length up to
     ``max_bytes``; without one (chunked, HTTP/2, some proxies) only when declared JSON or text,
     and then :func:`read_small` reads at most ``max_bytes`` of it. A download stays a stream."""
     length = ctype = None
+    encoded = 0
     for key, value in response.headers.raw:  # one pass (each Headers.get() walks every header)
         name = key.lower()
         if name == b"content-length":
             length = value.decode("latin-1")
         elif name == b"content-type":
             ctype = value.decode("latin-1").lower()
+        elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            encoded = ENCODED
     ctype = ctype or ""
     if length is None:
-        return ("json" in ctype or ctype.startswith("text/")) and not hasattr(response, _TOO_LONG)
+        text = ("json" in ctype or ctype.startswith("text/")) and not hasattr(response, _TOO_LONG)
+        return BOUNDED | encoded if text else 0
     if not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
-        return False
-    return not ctype or "json" in ctype or ctype.startswith("text/")
+        return 0
+    return LENGTH | encoded if not ctype or "json" in ctype or ctype.startswith("text/") else 0

@@ -86,6 +86,7 @@ _SHORT_HISTORY = 6  # attempts a message lists in full
 class Read:
     response: httpx.Response
     limit: int  # max_body_bytes: how much of a body without a Content-Length to read
+    plan: int  # what readable() said of the body: _bodies.LENGTH or BOUNDED, | ENCODED
 
 
 @dataclass(slots=True)
@@ -356,17 +357,18 @@ class RetryCore:
             or (breakers.store is not None and now >= breakers.pull_gate.next_at)
         )
 
-    def settle(self, lane: Lane, response: httpx.Response, request: httpx.Request) -> Classification | bool | None:
-        """``True``, and counted, when the fast path's response is a success to return as it is;
+    def settle(self, lane: Lane, response: httpx.Response, request: httpx.Request) -> Classification | Read | None:
+        """``None``, and counted, when the fast path's response is a success to return as it is;
         its :class:`Classification` when it is not (the driver hands it to the flow in
-        :class:`First`, so nothing is classified twice); ``None`` when the driver must read the
-        body first (small JSON or text, see :func:`readable`) and ask again."""
+        :class:`First`, so nothing is classified twice); a :class:`Read` when the driver must read
+        the body first (small JSON or text, see :func:`readable`) and ask again."""
         policy = lane.policy
         if hasattr(response, "_content"):
             content: bytes | None = response._content  # read: what response.content returns, without the call
-        elif readable(response, policy.retry.max_body_bytes):
-            return None
         else:
+            plan = readable(response, policy.retry.max_body_bytes)
+            if plan:
+                return Read(response, policy.retry.max_body_bytes, plan)
             content = None  # a download, or a body without a length: its status decides, its stream stays
         failed = policy.classify_parts(response.status_code, content, headers=response.headers)
         if failed is not None:
@@ -379,7 +381,7 @@ class RetryCore:
         breaker = lane.breaker
         if breaker is not None and not next(breaker.successes) & 63:  # Breakers.answered(), inlined
             self.breakers.tally(breaker)  # every 64th success enters the window with a timestamp
-        return True
+        return None
 
     def interrupted(self) -> None:
         """Count a fast-path attempt cut short by a ``BaseException`` (the flow counts its own)."""
@@ -611,8 +613,11 @@ class _Exchange:
         try:
             if first is None:
                 self.response = yield self.timed()
-                if not hasattr(self.response, "_content") and readable(self.response, self.policy.retry.max_body_bytes):
-                    yield Read(self.response, self.policy.retry.max_body_bytes)
+                if not hasattr(self.response, "_content"):
+                    limit = self.policy.retry.max_body_bytes
+                    plan = readable(self.response, limit)
+                    if plan:
+                        yield Read(self.response, limit, plan)
             else:
                 self.response = first.response
                 if first.error is not None:

@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ._bodies import aread_small, read_small
+from ._bodies import aread_small, hand_back, read_small
 from ._breaker import CircuitBreaker, check_breaker, share_breakers
 from ._clock import sleep_for, waited
 from ._config import CertArg, ProxyArg, VerifyArg, host_key, inner_transport
@@ -22,7 +22,7 @@ from ._load import load_policy
 from ._log import as_logger
 from ._observe import Binds, Observer
 from ._overload import RetryBudget, Snapshot
-from ._policy import Category, Classification, Policy, RetrySettings
+from ._policy import Category, Policy, RetrySettings
 from ._store import StoreGuard, TokenStore, check_store, share_state, store_keys
 from ._token import AnyTokenHook, AsyncTokenManager, TokenHook, TokenManager
 
@@ -276,10 +276,10 @@ class RetryTransport(httpx.BaseTransport):
         response: httpx.Response | None = None
         try:
             response = self._transport.handle_request(sent)
-            settled = core.settle(lane, response, request)
-            if settled is None:  # a small JSON or text body to read for its code
-                read_small(response, lane.policy.retry.max_body_bytes)
-                settled = core.settle(lane, response, request)
+            failed = core.settle(lane, response, request)
+            if type(failed) is Read:  # a small JSON or text body to read for its code
+                read_small(response, failed.limit, failed.plan)
+                failed = core.settle(lane, response, request)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 response.close()
@@ -289,9 +289,9 @@ class RetryTransport(httpx.BaseTransport):
                 response.close()
             core.interrupted()
             raise
-        if settled is True:
-            return response
-        failed = settled if isinstance(settled, Classification) else None  # what settle() found: not classified again
+        if failed is None:
+            return hand_back(response)
+        assert not isinstance(failed, Read)  # settled once read
         return self._drive(core.flow(request, First(sent, started, response, None, failed)))
 
     def _drive(self, flow: Flow) -> httpx.Response:
@@ -303,7 +303,7 @@ class RetryTransport(httpx.BaseTransport):
                 action = flow.throw(error) if error is not None else flow.send(result)
             except StopIteration as stop:
                 response: httpx.Response = stop.value
-                return response
+                return hand_back(response)
             result, error = None, None
             try:
                 if isinstance(action, httpx.Request):  # the common action, without a call to _perform
@@ -321,7 +321,7 @@ class RetryTransport(httpx.BaseTransport):
     def _perform(self, action: Any) -> Any:
         if isinstance(action, Read):
             try:
-                return read_small(action.response, action.limit)
+                return read_small(action.response, action.limit, action.plan)
             except BaseException:
                 action.response.close()
                 raise
@@ -414,10 +414,10 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         response: httpx.Response | None = None
         try:
             response = await self._transport.handle_async_request(sent)
-            settled = core.settle(lane, response, request)
-            if settled is None:  # a small JSON or text body to read for its code
-                await aread_small(response, lane.policy.retry.max_body_bytes)
-                settled = core.settle(lane, response, request)
+            failed = core.settle(lane, response, request)
+            if type(failed) is Read:  # a small JSON or text body to read for its code
+                await aread_small(response, failed.limit, failed.plan)
+                failed = core.settle(lane, response, request)
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 await response.aclose()
@@ -428,9 +428,9 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                     await response.aclose()
             core.interrupted()
             raise
-        if settled is True:
-            return response
-        failed = settled if isinstance(settled, Classification) else None  # what settle() found: not classified again
+        if failed is None:
+            return hand_back(response)
+        assert not isinstance(failed, Read)  # settled once read
         return await self._drive(core.flow(request, First(sent, started, response, None, failed)))
 
     async def _drive(self, flow: Flow) -> httpx.Response:
@@ -442,7 +442,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                 action = flow.throw(error) if error is not None else flow.send(result)
             except StopIteration as stop:
                 response: httpx.Response = stop.value
-                return response
+                return hand_back(response)
             result, error = None, None
             try:
                 if isinstance(action, httpx.Request):  # the common action, without a call to _perform
@@ -461,7 +461,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
     async def _perform(self, action: Any) -> Any:
         if isinstance(action, Read):
             try:
-                return await aread_small(action.response, action.limit)
+                return await aread_small(action.response, action.limit, action.plan)
             except BaseException:
                 await action.response.aclose()
                 raise

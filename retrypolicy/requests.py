@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - exercised in an environment without th
 
 import httpx
 
-from ._bodies import ORIGIN
+from ._bodies import ORIGIN, Unread
 from ._core import EXTENSION
 from ._errors import ConfigurationError, TokenRefreshFailed
 from ._observe import Binds
@@ -368,7 +368,7 @@ def _requests_response(response: httpx.Response, prepared: requests.PreparedRequ
     """The ``requests.Response`` behind the flow's final ``httpx.Response``, readable as if unread."""
     answer = response.extensions[_RESPONSE]
     assert isinstance(answer, requests.Response)
-    if hasattr(response, "_content") and isinstance(response.stream, httpx.ByteStream):
+    if isinstance(response.stream, Unread):
         # The core read this small body for its code (and closed the connection's stream, returning
         # it to the pool). requests reads it again from the same bytes, still encoded, as it would
         # have from the socket: .content, .iter_content(), .raw.read() and cookies all work.

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 import retrypolicy
 from retrypolicy import AttemptRecord, Category, Classification, RetriesExhausted, UserActionRequired
+from retrypolicy._bodies import LENGTH
 from retrypolicy._core import Close, FetchToken, First, Read, RenewToken, RetryCore, Sleep
 from retrypolicy._decide import Decision, Limits, RetryState, decide
 from retrypolicy._token import TokenManager
@@ -57,7 +58,8 @@ def test_an_unread_small_body_is_read_before_it_is_judged() -> None:
     next(flow)
     body = b'{"errcode":0,"errmsg":"ok"}'
     unread = httpx.Response(200, headers={"content-length": str(len(body))}, stream=httpx.ByteStream(body))
-    assert flow.send(unread) == Read(unread, 65536)  # max_body_bytes: the most read of a body without a length
+    # max_body_bytes: the most read of a body without a length; LENGTH: this one has a length
+    assert flow.send(unread) == Read(unread, 65536, LENGTH)
     unread.read()  # what the driver does for a Read
     with pytest.raises(StopIteration) as done:
         flow.send(None)

@@ -416,3 +416,38 @@ def test_a_long_chunked_body_is_read_no_further_than_max_body_bytes_and_handed_b
 
     assert joined(got) == joined(bare)
     assert len(got["read"]) > 200_000
+
+
+def _finished(response: httpx.Response) -> dict[str, Any]:
+    """What a caller sees of a response that ``client.request()`` handed back, read."""
+    return {
+        "closed": response.is_closed,
+        "consumed": response.is_stream_consumed,
+        "elapsed": response.elapsed.total_seconds() >= 0,  # raises RuntimeError unless read and closed
+        "downloaded": response.num_bytes_downloaded,
+        "content": response.content,
+    }
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["identity", "gzip"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_a_response_handed_back_is_read_and_closed_as_bare_httpx_leaves_it(
+    runner: Runner, gzipped: bool, chunked: bool
+) -> None:
+    """``client.post()`` through the transport, on the fast path and after a retry by the flow,
+    leaves the response as bare httpx does: read, closed, ``elapsed`` set (it used to raise
+    RuntimeError: the transport's own read left ``_content`` behind, so the client never read the
+    stream it handed back, and never closed it)."""
+    json_type = {"Content-Type": "application/json"}
+    ok = Reply(200, b'{"errcode":0,"errmsg":"ok","msgid":1}', json_type, gzip=gzipped, chunked=chunked)
+    busy = Reply(200, b'{"errcode":-1,"errmsg":"system error"}', json_type, gzip=gzipped, chunked=chunked)
+    retry = retrypolicy.RetrySettings(max_attempts=2, initial_delay=0.01)
+    with serve(script(ok, busy, ok, then=ok)) as server:
+        url = f"{server.url}{SEND}"
+        c, bare = runner.client(retry=retry), runner.bare()
+        fast = _finished(runner.request(c, "POST", url, json={"a": 1}))
+        flow = _finished(runner.request(c, "POST", url, json={"a": 1}))  # -1, then ok: the flow's response
+        plain = _finished(runner.request(bare, "POST", url, json={"a": 1}))
+        assert len(server.seen) == 4
+    assert fast == plain
+    assert flow == plain
