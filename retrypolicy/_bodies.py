@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ __all__ = [
     "Unread",
     "aread_small",
     "hand_back",
+    "keep",
     "mark_redirect",
     "no_rewind",
     "origin",
@@ -124,15 +125,15 @@ class Unread(httpx.ByteStream):
     read: the bytes as they came off the network (still compressed, for ``iter_raw()``)."""
 
 
-def read_small(response: httpx.Response, limit: int, plan: int) -> bytes:
+def read_small(response: httpx.Response, limit: int, plan: int) -> bytes | None:
     """Read a small body for its code (``plan``: what :func:`readable` said of it) and leave it
     readable for the caller as if unread: ``read()``, ``iter_bytes()``, ``iter_text()`` and
     ``iter_raw()`` all keep working. The network stream is read straight, not through the
     response's own read (its decoder, chunker and request contexts run again when the client
     reads the stream handed back). A body without a Content-Length is read up to ``limit`` bytes
     (``max_body_bytes``); if it is longer, what was read goes back in front of the rest of the
-    stream and it is left unread. Returns the body, decoded, and leaves it in ``_content`` for
-    the flow, until :func:`hand_back`."""
+    stream and it is left unread (``None``: not read). Returns the body, decoded; the flow keeps it in ``_content``
+    (see :func:`keep`) until :func:`hand_back`."""
     stream = response.stream
     assert isinstance(stream, httpx.SyncByteStream)
     if plan & BOUNDED:
@@ -143,7 +144,8 @@ def read_small(response: httpx.Response, limit: int, plan: int) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                return _too_long(response, _Rest(chunks, rest, stream, None))
+                _too_long(response, _Rest(chunks, rest, stream, None))
+                return None
         raw = b"".join(chunks)
     else:
         raw = b"".join(stream)
@@ -151,7 +153,7 @@ def read_small(response: httpx.Response, limit: int, plan: int) -> bytes:
     return _unread(response, raw, plan)
 
 
-async def aread_small(response: httpx.Response, limit: int, plan: int) -> bytes:
+async def aread_small(response: httpx.Response, limit: int, plan: int) -> bytes | None:
     """The async twin of :func:`read_small`."""
     stream = response.stream
     assert isinstance(stream, httpx.AsyncByteStream)
@@ -162,17 +164,19 @@ async def aread_small(response: httpx.Response, limit: int, plan: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if size > limit and plan & BOUNDED:
-            return _too_long(response, _Rest(chunks, None, stream, rest))
+            _too_long(response, _Rest(chunks, None, stream, rest))
+            return None
     await stream.aclose()
     return _unread(response, b"".join(chunks), plan)
 
 
 def hand_back(response: httpx.Response) -> httpx.Response:
-    """The response as the transport returns it to the client: a body it read is a stream again,
-    with nothing read (the client reads it, closes it, and sets ``elapsed``, as with bare httpx;
-    left read, the client would skip its read and never close it)."""
-    if type(response.stream) is Unread:
-        response.__dict__.pop("_content", None)
+    """The response as the flow returns it to the client: a body it read is a stream again, with
+    nothing read (the client reads it, closes it, and sets ``elapsed``, as with bare httpx; left
+    read, the client would skip its read and never close it). The fast path never sets
+    ``_content`` on a success, so it hands its response back as it is."""
+    if type(response.stream) is Unread and hasattr(response, "_content"):
+        del response._content  # never through __dict__: that would turn the instance's inline values into a dict
     return response
 
 
@@ -213,24 +217,28 @@ _TOO_LONG = "_retrypolicy_too_long"  # set once a read without a length found it
 
 
 def _unread(response: httpx.Response, raw: bytes, plan: int) -> bytes:
-    # The network stream is read and closed; the caller gets a stream of the same bytes, so a later
-    # iter_raw() does not raise StreamConsumed.
+    # The network stream is read and closed, straight (the response's own flags untouched: not
+    # consumed, not closed); the caller gets a stream of the same bytes to read as if unread.
     response.stream = Unread(raw)
-    response.is_stream_consumed = False
-    response.is_closed = False
     if plan & ENCODED:  # decoded as httpx would, by a response of our own (its errors are the same)
         content = httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(raw)).read()
     else:
         content = raw
-    response._content = content
     return content
 
 
-def _too_long(response: httpx.Response, stream: _Rest) -> bytes:
+def keep(response: httpx.Response, content: bytes | None) -> None:
+    """Leave the body read for the flow (``response.content``, ``json()``, the exceptions'
+    response), as a failed first attempt's or each attempt of the flow is; :func:`hand_back`
+    drops it again if the flow returns the response."""
+    if content is not None and type(response.stream) is Unread:
+        response._content = content
+
+
+def _too_long(response: httpx.Response, stream: _Rest) -> None:
     response.stream = stream
     response.is_stream_consumed = False
     setattr(response, _TOO_LONG, True)
-    return b""
 
 
 def readable(response: httpx.Response, max_bytes: int) -> int:
@@ -240,18 +248,29 @@ def readable(response: httpx.Response, max_bytes: int) -> int:
     and then :func:`read_small` reads at most ``max_bytes`` of it. A download stays a stream."""
     length = ctype = None
     encoded = 0
-    for key, value in response.headers.raw:  # one pass (each Headers.get() walks every header)
-        name = key.lower()
+    for name, value in _lowered(response.headers):  # one pass (each Headers.get() walks every header)
         if name == b"content-length":
-            length = value.decode("latin-1")
+            length = value
         elif name == b"content-type":
-            ctype = value.decode("latin-1").lower()
-        elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            ctype = value.lower()
+        elif name == b"content-encoding" and value.strip().lower() not in _IDENTITY:
             encoded = ENCODED
-    ctype = ctype or ""
+    text = ctype is None or b"json" in ctype or ctype.startswith(b"text/")
     if length is None:
-        text = ("json" in ctype or ctype.startswith("text/")) and not hasattr(response, _TOO_LONG)
-        return BOUNDED | encoded if text else 0
-    if not (length.isascii() and length.isdigit()) or int(length) > max_bytes:
+        return BOUNDED | encoded if ctype is not None and text and not hasattr(response, _TOO_LONG) else 0
+    if not length.isdigit() or int(length) > max_bytes:  # bytes.isdigit(): ASCII digits only
         return 0
-    return LENGTH | encoded if not ctype or "json" in ctype or ctype.startswith("text/") else 0
+    return LENGTH | encoded if text else 0
+
+
+_IDENTITY = (b"", b"identity")
+
+
+def _lowered(headers: httpx.Headers) -> Iterable[tuple[bytes, bytes]]:
+    """(lower-case name, value) of each header, as bytes: httpx keeps the lower-case names it
+    matches on beside the raw ones, so they are not lowered again (``Headers.raw`` builds a new
+    list and leaves them as sent)."""
+    triples = getattr(headers, "_list", None)
+    if isinstance(triples, list):
+        return [(name, value) for _, name, value in triples]
+    return [(name.lower(), value) for name, value in headers.raw]

@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 import httpx
 
-from ._bodies import ORIGIN, mark_redirect, no_rewind, origin, readable, recipient_of, redirected, replayer
+from ._bodies import ORIGIN, keep, mark_redirect, no_rewind, origin, readable, recipient_of, redirected, replayer
 from ._breaker import Breaker, Breakers, CircuitBreaker, check_attempt_timeout
 from ._clock import monotonic
 from ._config import host_key
@@ -129,6 +129,7 @@ class First:
     response: httpx.Response | None
     error: Exception | None
     classification: Classification | None = None
+    rewind: Callable[[], object] | None = no_rewind  # how to send the body again (see replayer), asked before sending
 
 
 Action: TypeAlias = httpx.Request | Read | Close | Sleep | FetchToken | RenewToken | StoreCall
@@ -181,6 +182,7 @@ class RetryCore:
         self.clock = clock
         self.wall_clock = wall_clock
         self._default_options: dict[str, _Options] = {}
+        self._request_options: dict[tuple[object, ...], _Options] = {}  # per-request options, checked once
         self.budgets = Budgets(budget)
         self.cooldowns = Cooldowns(clock)
         self.breaker = breaker  # "table": each policy's own [breaker] settings
@@ -249,6 +251,27 @@ class RetryCore:
             return cached
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"request.extensions[{EXTENSION!r}] must be a dict, got {type(raw).__name__}")
+        # Apps send the same few option dicts again and again: each is checked once, then looked up
+        # by its items with their types (True == 1, yet max_attempts=True is refused).
+        key = (id(policy), *[(name, type(value), value) for name, value in raw.items()])
+        try:
+            found = self._request_options.get(key)
+            hashable = True
+        except TypeError:  # an unhashable value: checked below, and refused
+            found, hashable = None, False
+        if found is not None:
+            return found
+        found = self._checked_options(policy, request, raw, base)
+        if hashable:
+            if len(self._request_options) >= 256:
+                self._request_options.clear()
+            self._request_options[key] = found
+        return found
+
+    def _checked_options(
+        self, policy: Policy, request: httpx.Request, raw: Mapping[str, Any], base: RetrySettings
+    ) -> _Options:
+        """The request's own options, checked, as limits (see :meth:`options`)."""
         unknown = set(raw) - _REQUEST_OPTIONS
         if unknown:
             raise ConfigurationError(
@@ -296,13 +319,13 @@ class RetryCore:
 
     # -- the fast path: a first attempt that succeeds never starts the flow
 
-    def ready(self, request: httpx.Request) -> tuple[httpx.Request, Lane] | None:
-        """The request to send at once, and its policy's :class:`Lane`, when nothing before the
+    def ready(self, request: httpx.Request) -> tuple[httpx.Request, Lane, Callable[[], object] | None] | None:
+        """The request to send at once, its policy's :class:`Lane` and how to send its body again
+        (:func:`replayer`, asked before sending: ``None`` if it cannot be), when nothing before the
         first attempt needs the flow: no cooldown running, no circuit breaker open, no shared
-        cooldowns due to be pulled or refills due to be pushed, a body that can be sent again
-        as it is, not a hop of a redirect chain, and, with a token hook, a fresh token that has
-        worked, which the request either lacks or already carries. ``None``: drive :meth:`flow`
-        instead. No I/O, nothing to undo.
+        cooldowns due to be pulled or refills due to be pushed, not a hop of a redirect chain,
+        and, with a token hook, a fresh token that has worked, which the request either lacks or
+        already carries. ``None``: drive :meth:`flow` instead. No I/O, nothing to undo.
 
         The driver sends it and asks :meth:`settle` (reading the body first if told to); if that
         says no (or sending raised), it drives ``flow(request, First(...))``, which takes over.
@@ -322,9 +345,9 @@ class RetryCore:
                 (cooldowns.store is not None or budgets.store is not None or breakers.store is not None)
                 and self._sync_due()
             )
-            or (type(request.stream) is not httpx.ByteStream and replayer(request.stream) is not no_rewind)
         ):
             return None
+        rewind = no_rewind if type(request.stream) is httpx.ByteStream else replayer(request.stream)
         manager = lane.manager
         if manager is not None:
             placement = lane.policy.token
@@ -344,7 +367,7 @@ class RetryCore:
                 if value is None or value > cap:
                     request = _timed(request, _capped(timeout, cap))
                     break
-        return request, lane
+        return request, lane, rewind
 
     def _sync_due(self) -> bool:
         """Are shared cooldowns due to be pulled, or refills to be pushed (both by the flow)?
@@ -361,17 +384,22 @@ class RetryCore:
         """``None``, and counted, when the fast path's response is a success to return as it is;
         its :class:`Classification` when it is not (the driver hands it to the flow in
         :class:`First`, so nothing is classified twice); a :class:`Read` when the driver must read
-        the body first (small JSON or text, see :func:`readable`) and ask again."""
-        policy = lane.policy
+        the body first (small JSON or text, see :func:`readable`) and hand it to :meth:`settled`."""
         if hasattr(response, "_content"):
-            content: bytes | None = response._content  # read: what response.content returns, without the call
-        else:
-            plan = readable(response, policy.retry.max_body_bytes)
-            if plan:
-                return Read(response, policy.retry.max_body_bytes, plan)
-            content = None  # a download, or a body without a length: its status decides, its stream stays
-        failed = policy.classify_parts(response.status_code, content, headers=response.headers)
+            return self.settled(lane, response, request, response._content)  # what response.content returns
+        limit = lane.policy.retry.max_body_bytes
+        plan = readable(response, limit)
+        if plan:
+            return Read(response, limit, plan)
+        return self.settled(lane, response, request, None)  # a download, or a long body: its status decides
+
+    def settled(
+        self, lane: Lane, response: httpx.Response, request: httpx.Request, content: bytes | None
+    ) -> Classification | None:
+        """:meth:`settle` with the body (``None``: not read)."""
+        failed = lane.policy.classify_parts(response.status_code, content, headers=response.headers)
         if failed is not None:
+            keep(response, content)  # the flow and its exceptions read the body as response.content
             return failed
         if 300 <= response.status_code < 400:
             mark_redirect(request, response)
@@ -542,8 +570,7 @@ class _Exchange:
                     c = exc.classification or _token_classification(self.policy)
                     raise_from(self.failed(TokenRefreshFailed, c, self.hook_trouble(exc)), None)
                 self.request = with_token(self.request, placement, self.token)
-        if self.first is None:
-            self.rewind = replayer(self.request.stream)  # ready() sends only bodies that need no rewind
+        self.rewind = replayer(self.request.stream) if self.first is None else self.first.rewind
         budgets = self.core.budgets
         if budgets.store is not None and budgets.claim_push():  # before sending: nothing to clean up
             yield StoreCall(budgets.push)
@@ -617,7 +644,7 @@ class _Exchange:
                     limit = self.policy.retry.max_body_bytes
                     plan = readable(self.response, limit)
                     if plan:
-                        yield Read(self.response, limit, plan)
+                        keep(self.response, (yield Read(self.response, limit, plan)))
             else:
                 self.response = first.response
                 if first.error is not None:

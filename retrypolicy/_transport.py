@@ -271,28 +271,27 @@ class RetryTransport(httpx.BaseTransport):
         ready = core.ready(request)
         if ready is None:
             return self._drive(core.flow(request))
-        sent, lane = ready  # the fast path: one attempt, no flow unless it fails
+        sent, lane, rewind = ready  # the fast path: one attempt, no flow unless it fails
         started = core.clock()
         response: httpx.Response | None = None
         try:
             response = self._transport.handle_request(sent)
             failed = core.settle(lane, response, request)
             if type(failed) is Read:  # a small JSON or text body to read for its code
-                read_small(response, failed.limit, failed.plan)
-                failed = core.settle(lane, response, request)
+                failed = core.settled(lane, response, request, read_small(response, failed.limit, failed.plan))
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 response.close()
-            return self._drive(core.flow(request, First(sent, started, response, exc)))
+            return self._drive(core.flow(request, First(sent, started, response, exc, rewind=rewind)))
         except BaseException:
             if response is not None:
                 response.close()
             core.interrupted()
             raise
         if failed is None:
-            return hand_back(response)
+            return response
         assert not isinstance(failed, Read)  # settled once read
-        return self._drive(core.flow(request, First(sent, started, response, None, failed)))
+        return self._drive(core.flow(request, First(sent, started, response, None, failed, rewind)))
 
     def _drive(self, flow: Flow) -> httpx.Response:
         result: Any = None
@@ -409,19 +408,18 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         ready = core.ready(request)
         if ready is None:
             return await self._drive(core.flow(request))
-        sent, lane = ready  # the fast path: one attempt, no flow unless it fails
+        sent, lane, rewind = ready  # the fast path: one attempt, no flow unless it fails
         started = core.clock()
         response: httpx.Response | None = None
         try:
             response = await self._transport.handle_async_request(sent)
             failed = core.settle(lane, response, request)
             if type(failed) is Read:  # a small JSON or text body to read for its code
-                await aread_small(response, failed.limit, failed.plan)
-                failed = core.settle(lane, response, request)
+                failed = core.settled(lane, response, request, await aread_small(response, failed.limit, failed.plan))
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
             if response is not None:
                 await response.aclose()
-            return await self._drive(core.flow(request, First(sent, started, response, exc)))
+            return await self._drive(core.flow(request, First(sent, started, response, exc, rewind=rewind)))
         except BaseException:  # cancelled
             if response is not None:
                 with anyio.CancelScope(shield=True):
@@ -429,9 +427,9 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             core.interrupted()
             raise
         if failed is None:
-            return hand_back(response)
+            return response
         assert not isinstance(failed, Read)  # settled once read
-        return await self._drive(core.flow(request, First(sent, started, response, None, failed)))
+        return await self._drive(core.flow(request, First(sent, started, response, None, failed, rewind)))
 
     async def _drive(self, flow: Flow) -> httpx.Response:
         result: Any = None

@@ -170,3 +170,34 @@ def test_good_request_options_are_accepted(mode: str, options: dict[str, Any]) -
     with fake.serve() as base:
         response = post(mode, base, options, fake.token_hook())  # type: ignore[arg-type]
     assert response.json()["errcode"] == 0 and len(fake.sent) == 1
+
+
+def test_request_options_checked_once_are_still_told_apart_by_type(mode: str) -> None:
+    """The core keeps each option dict it has checked, keyed by its items and their types: a good
+    dict sent again is not checked again, and a bad one equal to it (True == 1, 2.0 == 2) is
+    still refused, unsent, however often the good one went before."""
+    fake = FakeWeChat()
+    transport = transport_class(mode)(policy="wechat", token=fake.token_hook())
+    good: list[dict[str, Any]] = [{"max_attempts": 1}, {"max_attempts": 2, "deadline": 5}, {"retry": True}]
+    bad: list[dict[str, Any]] = [{"max_attempts": True}, {"max_attempts": 2.0, "deadline": 5}, {"retry": 1}]
+
+    async def send(client: Any, options: dict[str, Any]) -> httpx.Response:
+        response = client.post(SEND, json=MESSAGE, extensions={"retrypolicy": options})
+        return await response if mode == "async" else response  # type: ignore[no-any-return]
+
+    async def run(base: str) -> list[str]:
+        client: Any = (httpx.AsyncClient if mode == "async" else httpx.Client)(transport=transport, base_url=base)
+        refused = []
+        for options in good * 2 + bad + good + bad:
+            try:
+                assert (await send(client, options)).json()["errcode"] == 0
+            except retrypolicy.ConfigurationError as exc:
+                refused.append(str(exc).split(",")[0])
+        return refused
+
+    with fake.serve() as base:
+        refused = anyio.run(run, base)
+    attempts = "max_attempts must be an integer from 1 to 100"
+    assert refused == [attempts, attempts, "retry must be True or False"] * 2
+    assert len(fake.sent) == 9
+    assert len(transport._core._request_options) == 3

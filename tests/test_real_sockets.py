@@ -451,3 +451,46 @@ def test_a_response_handed_back_is_read_and_closed_as_bare_httpx_leaves_it(
         assert len(server.seen) == 4
     assert fast == plain
     assert flow == plain
+
+
+def test_every_kind_of_body_takes_the_fast_path_and_a_failure_still_resends_only_what_can_be(
+    runner: Runner, flows: list[bool], tmp_path: Path
+) -> None:
+    """A generator, a seekable ``content=`` file and a read-once upload are sent without the flow
+    once the token has worked (the body's replayer is asked before sending and handed over in
+    ``First``); when they fail, the flow that takes over resends the seekable file whole and never
+    the other two."""
+    hook = CountingHook()
+    path = tmp_path / "voice.amr"
+    path.write_bytes(IMAGE)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"touser":"o1",'
+        yield b'"msgtype":"text"}'
+
+    async def achunks() -> Any:
+        for chunk in chunks():
+            yield chunk
+
+    with serve(script(OK, OK, BUSY, BUSY, BUSY, then=OK)) as server, path.open("rb") as fileobj:
+        c = runner.client(token=hook_for(runner.mode, hook))
+        url = f"{server.url}{SEND}"
+        runner.request(c, "POST", url, json={"touser": "o1"})  # the token's first success: the flow
+        runner.request(c, "POST", url, content=chunks() if runner.mode == "sync" else achunks())  # OK
+        with pytest.raises(ResendUnsafe, match="cannot be sent again"):
+            runner.request(c, "POST", url, content=chunks() if runner.mode == "sync" else achunks())  # BUSY
+        files = {"media": ("photo.jpg", _upload_files("read-once", tmp_path), "image/jpeg")}
+        with pytest.raises(ResendUnsafe, match="cannot be sent again"):
+            runner.request(c, "POST", f"{server.url}/cgi-bin/media/upload?type=image", files=files)  # BUSY
+        if runner.mode == "sync":  # httpx sends a file as content= from a Client only
+            response = runner.request(c, "POST", f"{server.url}/cgi-bin/media/upload?type=voice", content=fileobj)
+            assert response.json()["errcode"] == 0
+    bodies = [s.body for s in server.seen]
+    assert bodies[1] == bodies[2] == b'{"touser":"o1","msgtype":"text"}'
+    assert IMAGE in bodies[3]
+    if runner.mode == "sync":
+        assert bodies[4:] == [IMAGE, IMAGE]  # BUSY, then resent whole from where it started
+        assert flows == [False, True, True, True]
+    else:
+        assert len(bodies) == 4 and flows == [False, True, True]
+    assert hook.calls == 1
