@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ PHOTO = bytes(range(256)) * 40  # a 10 KB "image/jpeg"
 def _decoded(response: httpx.Response, body: bytes) -> bytes:
     if "content-encoding" not in response.headers:
         return body
-    return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(body)).read()
+    return zlib.decompress(body, zlib.MAX_WBITS | 16)  # the bench's only coding: gzip
 
 
 class CodeCheckOnly(httpx.BaseTransport):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
@@ -220,11 +221,20 @@ def _unread(response: httpx.Response, raw: bytes, plan: int) -> bytes:
     # The network stream is read and closed, straight (the response's own flags untouched: not
     # consumed, not closed); the caller gets a stream of the same bytes to read as if unread.
     response.stream = Unread(raw)
-    if plan & ENCODED:  # decoded as httpx would, by a response of our own (its errors are the same)
-        content = httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(raw)).read()
-    else:
-        content = raw
-    return content
+    return _decoded(response, raw) if plan & ENCODED else raw
+
+
+def _decoded(response: httpx.Response, raw: bytes) -> bytes:
+    """The body decoded as httpx decodes it: gzip, the usual one, as httpx's GZipDecoder does it
+    (the same zlib call, the same DecodingError); any other coding or a list of them by a response
+    of our own."""
+    if response.headers.get("content-encoding", "").strip().lower() == "gzip":
+        decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        try:
+            return decompressor.decompress(raw) + decompressor.flush()
+        except zlib.error as exc:
+            raise httpx.DecodingError(str(exc)) from exc
+    return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(raw)).read()
 
 
 def keep(response: httpx.Response, content: bytes | None) -> None:

@@ -12,7 +12,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -57,6 +57,18 @@ class Category(StrEnum):
     """A person must act (follow, reply, verify, pay, unfreeze...): never resent."""
     FATAL = "fatal"
     """The request itself is wrong: never resent."""
+
+
+def categories_of(values: Iterable[Category | str], what: str) -> frozenset[Category]:
+    """The categories named (``"fatal"`` or ``Category.FATAL``), or a ConfigurationError that says
+    ``what`` took them (``raise_on``, ``categories``) and which are known."""
+    values = list(values)
+    try:
+        return frozenset(Category(c) for c in values)
+    except (ValueError, TypeError):
+        raise ConfigurationError(
+            f"{what} takes categories ({', '.join(Category)}), got {sorted(map(str, values))}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

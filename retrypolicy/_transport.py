@@ -22,7 +22,7 @@ from ._load import load_policy
 from ._log import as_logger
 from ._observe import Binds, Observer
 from ._overload import RetryBudget, Snapshot
-from ._policy import Category, Policy, RetrySettings
+from ._policy import Category, Policy, RetrySettings, categories_of
 from ._store import StoreGuard, TokenStore, check_store, share_state, store_keys
 from ._token import AnyTokenHook, AsyncTokenManager, TokenHook, TokenManager
 
@@ -168,12 +168,7 @@ def _raise_on(raise_on: Collection[Category | str] | None) -> frozenset[Category
             f"raise_on takes a list of categories ({', '.join(Category)}), e.g. ['fatal'], "
             f"got {type(raise_on).__name__} {raise_on!r}"
         )
-    try:
-        return frozenset(Category(c) for c in raise_on)
-    except (ValueError, TypeError):
-        raise ConfigurationError(
-            f"raise_on takes categories ({', '.join(Category)}), got {sorted(map(str, raise_on))}"
-        ) from None
+    return categories_of(raise_on, "raise_on")
 
 
 def _check(retry: RetrySettings | None, max_renewals: int, token_timeout: float) -> None:

@@ -43,7 +43,7 @@ from ._decide import Limits, backoff
 from ._errors import ConfigurationError, RequestFailed
 from ._load import load_policy
 from ._log import as_logger
-from ._policy import Category, Classification, Code, Policy
+from ._policy import Category, Classification, Code, Policy, categories_of
 from ._redact import redact_url, scrub
 from ._transport import PolicyLike
 
@@ -153,12 +153,7 @@ def _parts(policy: Policy, status: int, content: bytes, headers: Any) -> Classif
 def _categories(categories: tuple[Category | str, ...]) -> frozenset[Category]:
     if not categories:
         return frozenset({Category.RETRYABLE})
-    try:
-        return frozenset(Category(c) for c in categories)
-    except (ValueError, TypeError):
-        raise ConfigurationError(
-            f"categories must be among {', '.join(Category)}, got {', '.join(map(repr, categories))}"
-        ) from None
+    return categories_of(categories, "retry_if_category")
 
 
 def _limits(policy: Policy) -> Limits:
