@@ -21,7 +21,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Collection, Generator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 import httpx
@@ -44,7 +44,7 @@ from ._errors import (
 from ._log import as_logger
 from ._observe import Attempt, Observer
 from ._overload import Bucket, Budgets, Cooldowns, RetryBudget, Snapshot, Stats
-from ._placement import token_in, with_token
+from ._placement import copy_of, token_in, with_token
 from ._policy import Category, Classification, Policy, RetrySettings, impossible_limits
 from ._redact import raise_from, redact_url, scrub
 from ._token import AsyncTokenManager, TokenHookError, TokenManager
@@ -115,7 +115,7 @@ class FetchToken:
 @dataclass(slots=True)
 class RenewToken:
     manager: TokenManager | AsyncTokenManager
-    stale: str | None
+    stale: str | None = field(repr=False)  # the refused token: never in a repr (a frame's locals are printed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +127,8 @@ class First:
     sent: httpx.Request
     started: float
     response: httpx.Response | None
-    error: Exception | None
-    classification: Classification | None = None
+    error: Exception | None = field(repr=False)  # its text may quote the URL it was sent to, token and all
+    classification: Classification | None = field(default=None, repr=False)  # not scrubbed yet
     rewind: Callable[[], object] | None = no_rewind  # how to send the body again (see replayer), asked before sending
 
 
@@ -984,9 +984,8 @@ def _capped(timeout: Mapping[str, float | None], cap: float) -> dict[str, float 
 def _timed(request: httpx.Request, timeout: Mapping[str, float | None]) -> httpx.Request:
     """A shallow copy of the request with these httpx timeouts: the client's own request keeps
     its own, so each attempt is capped afresh."""
-    copy = object.__new__(httpx.Request)
-    copy.__dict__.update(request.__dict__)
-    copy.extensions = {**request.extensions, "timeout": timeout}
+    copy = copy_of(request)
+    copy.extensions["timeout"] = timeout
     return copy
 
 

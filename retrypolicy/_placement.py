@@ -22,8 +22,9 @@ import urllib.parse
 import httpx
 
 from ._policy import TokenPlacement
+from ._redact import redact_url
 
-__all__ = ["token_in", "with_token"]
+__all__ = ["Sent", "copy_of", "token_in", "with_token"]
 
 
 def token_in(request: httpx.Request, placement: TokenPlacement) -> str | None:
@@ -65,7 +66,7 @@ def with_token(request: httpx.Request, placement: TokenPlacement, token: str) ->
     Never in place: httpx logs the client's own request URL at INFO, so a token written into it
     would reach the logs; and the inner transport keeps what it was sent.
     """
-    copy = _copy_of(request)  # as httpx.Request(...) with the same parts would build it, without re-parsing them
+    copy = copy_of(request)  # as httpx.Request(...) with the same parts would build it, without re-parsing them
     if placement.location == "query":
         copy.url = _url_with_param(str(request.url), placement.name, token)
     elif placement.location == "path":
@@ -76,13 +77,24 @@ def with_token(request: httpx.Request, placement: TokenPlacement, token: str) ->
     return copy
 
 
-def _copy_of(request: httpx.Request) -> httpx.Request:
+def copy_of(request: httpx.Request) -> httpx.Request:
     """A shallow copy: the same method, URL, headers object, stream; its own extensions dict (as
-    ``httpx.Request(...)`` gives it). The caller swaps the URL or the headers, never changes them."""
-    copy = httpx.Request.__new__(httpx.Request)
+    ``httpx.Request(...)`` gives it). The caller swaps the URL or the headers, never changes them.
+    Its repr hides credentials (see :class:`Sent`)."""
+    copy = httpx.Request.__new__(Sent)
     copy.__dict__.update(request.__dict__)
     copy.extensions = dict(request.extensions)
     return copy
+
+
+class Sent(httpx.Request):
+    """A request retrypolicy built from the caller's (a token filled in, a timeout capped). Its
+    repr redacts the URL: Sentry (``include_local_variables``), structlog's ``dict_tracebacks``
+    (``show_locals``) and ``pytest --showlocals`` print the repr of every local of every frame in a
+    traceback, and the frames that send it hold it."""
+
+    def __repr__(self) -> str:
+        return f"<Request({self.method!r}, {redact_url(self.url)!r})>"
 
 
 @functools.lru_cache(maxsize=256)

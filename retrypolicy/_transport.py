@@ -17,7 +17,7 @@ from ._breaker import CircuitBreaker, check_breaker, share_breakers
 from ._clock import sleep_for, waited
 from ._config import CertArg, ProxyArg, VerifyArg, host_key, inner_transport
 from ._core import Close, FetchToken, First, Flow, Read, RenewToken, RetryCore, Sleep, StoreCall
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, RetryPolicyError
 from ._load import load_policy
 from ._log import as_logger
 from ._observe import Binds, Observer
@@ -86,6 +86,13 @@ def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any
     return {next(iter(platforms)): token}
 
 
+# What a request through the transport ends with when it fails: ours, or httpx's passed on. They
+# leave the transport without the frames they came through: those frames' locals hold what a
+# request handled (the copies sent with the token in the URL, the hook's tokens to scrub, vendor
+# messages not yet scrubbed), and Sentry (include_local_variables, on by default), structlog's
+# dict_tracebacks (show_locals, on by default) and pytest --showlocals print the repr of each
+# local of each frame. The exception's own text, history and classification say what happened.
+_EXPECTED = (RetryPolicyError, httpx.HTTPError)
 _HOOK = "a token hook (a callable returning a str or a retrypolicy.Token)"
 _DEFAULT_BUDGET = RetryBudget()
 
@@ -262,6 +269,12 @@ class RetryTransport(httpx.BaseTransport):
         self._transport = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return self._send(request)
+        except _EXPECTED as exc:
+            raise exc.with_traceback(None)  # noqa: B904 - the same exception, its cause already set (see _EXPECTED)
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         ready = core.ready(request)
         if ready is None:
@@ -399,6 +412,12 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         self._transport = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._send(request)
+        except _EXPECTED as exc:
+            raise exc.with_traceback(None)  # noqa: B904 - the same exception, its cause already set (see _EXPECTED)
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         ready = core.ready(request)
         if ready is None:

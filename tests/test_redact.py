@@ -332,3 +332,41 @@ def test_open_platform_credentials_never_reach_events_or_exceptions(mode: str) -
     assert '"x-acs-dingtalk-access-token": "***"' in message and '"authorization_code":"***"' in message
     assert '"component_appid":"wx0c0mp0nent"' in message and "rid: 6601-ee" in message
     assert str(exc) == exc.args[0] and "vendor message: invalid openid" in str(exc)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failure_leaves_no_frame_of_ours_holding_the_token(mode: str) -> None:
+    """What a failed request raises keeps none of the frames it came through: their locals held the
+    copies sent with the token filled in, which Sentry (include_local_variables), structlog's
+    dict_tracebacks (show_locals) and pytest --showlocals print. The copies' repr hides it too."""
+    token = "tok-" + "S3CRET" * 6
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(repr(request))
+        if request.extensions.get("ok"):
+            return httpx.Response(200, json={"errcode": 0})
+        return httpx.Response(200, json={"errcode": 40003, "errmsg": "invalid openid"})
+
+    url = "https://api.weixin.qq.com/cgi-bin/message/custom/send"
+    kind = retrypolicy.RetryTransport if mode == "sync" else retrypolicy.AsyncRetryTransport
+    transport = kind("wechat", transport=httpx.MockTransport(handler), token=lambda: token)
+
+    async def run() -> BaseException:
+        client: Any = (httpx.Client if mode == "sync" else httpx.AsyncClient)(transport=transport)
+        for ok in (True, False):  # the token's first success (the flow), then a failure on the fast path
+            try:
+                response = client.post(url, json={"touser": "o1"}, extensions={"ok": ok})
+                if mode == "async":
+                    await response
+            except retrypolicy.RequestFailed as exc:
+                return exc
+        raise AssertionError("no failure")
+
+    exc = anyio.run(run)
+    assert isinstance(exc, retrypolicy.RequestRejected)
+    text = "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+    ours = [f for f, _ in traceback.walk_tb(exc.__traceback__) if "retrypolicy" in f.f_code.co_filename]
+    assert [f.f_code.co_name for f in ours] == ["handle_request" if mode == "sync" else "handle_async_request"]
+    assert token not in text and "S3CRET" not in text
+    assert seen == [f"<Request('POST', '{url}?access_token=***')>"] * 2  # what an inner transport's repr shows

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import secrets
 import traceback
 from collections import deque
@@ -69,6 +70,12 @@ class Evidence:
     kinds: set[str] = field(default_factory=set)  # RequestFailed subclasses raised
     raised: list[retrypolicy.RequestFailed] = field(default_factory=list)
     chained: list[str] = field(default_factory=list)  # types reachable through __cause__/__context__
+    # repr() of every local variable of retrypolicy's frames in each traceback, as Sentry
+    # (include_local_variables, on by default), structlog's dict_tracebacks (show_locals, on by
+    # default) and pytest --showlocals print them; scanned for the secrets retrypolicy handled (the
+    # caller's own request, with the credentials it put in its URL, sits in those frames too)
+    local_texts: list[str] = field(default_factory=list)
+    frames: int = 0  # retrypolicy frames whose locals were scanned
 
     def secret(self, what: str, value: str | None = None) -> str:
         value = value or new_secret()
@@ -92,9 +99,17 @@ class Evidence:
             if linked is not exc:
                 self.chained.append(type(linked).__name__)
             self.add(str(linked), repr(linked), repr(linked.args), "".join(traceback.format_exception(linked)))
+            self.locals_of(linked)
         self.classification(exc.classification)
         if exc.response is not None:
             self.add(repr(exc.response))
+
+    def locals_of(self, exc: BaseException) -> None:
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            if f"{os.sep}retrypolicy{os.sep}" not in frame.f_code.co_filename:
+                continue
+            self.frames += 1
+            self.local_texts.extend(f"{name} = {value!r}" for name, value in frame.f_locals.items())
 
     def classification(self, c: object) -> None:
         assert isinstance(c, retrypolicy.Classification)
@@ -121,7 +136,7 @@ class Evidence:
         """Every (secret, text) hit: whole values, and any WINDOW-character piece of them."""
         texts = self.texts + (extra or [])
         hits = []
-        for values, where in ((self.secrets, texts), (self.url_secrets, self.texts)):
+        for values, where in ((self.secrets, texts + self.local_texts), (self.url_secrets, self.texts)):
             for value, what in values.items():
                 body = value
                 for prefix in PUBLIC_PREFIXES:
@@ -580,11 +595,13 @@ def test_no_secret_in_logs_exceptions_or_reprs(mode: str, caplog: pytest.LogCapt
         secrets=len(ev.secrets) + len(ev.url_secrets),
         kinds=len(ev.kinds),
         chained=len(ev.chained),
+        frames=ev.frames,
         leaks=len(hits),
     )
     assert hits == []
     # the scan was not vacuous: many events and errors, credentials really used and redacted
     assert len(events) > 40 and ev.exceptions > 30 and ev.classifications > 30 and chars > 50_000
+    assert ev.frames >= ev.exceptions  # each exception's traceback ran through a frame of ours
     assert len(ev.secrets) > 20 and len(ev.url_secrets) == 4
     text = "\n".join(ev.texts)
     for redacted in ("access_token=***", "usersig=***", "secret=***", "Bearer ***", "password=***"):
