@@ -350,7 +350,7 @@ def test_a_failure_leaves_no_frame_of_ours_holding_the_token(mode: str) -> None:
 
     url = "https://api.weixin.qq.com/cgi-bin/message/custom/send"
     kind = retrypolicy.RetryTransport if mode == "sync" else retrypolicy.AsyncRetryTransport
-    transport = kind("wechat", transport=httpx.MockTransport(handler), token=lambda: token)
+    transport: Any = kind("wechat", transport=httpx.MockTransport(handler), token=lambda: token)
 
     async def run() -> BaseException:
         client: Any = (httpx.Client if mode == "sync" else httpx.AsyncClient)(transport=transport)
