@@ -98,6 +98,7 @@ class SlackRotatingToken(_HTTPTokenHook):
     """
 
     platform: ClassVar[str] = "slack"
+    rotates: ClassVar[bool] = True  # a single-use refresh token: the transport checks the stores (see store)
 
     def __init__(
         self,
@@ -152,6 +153,11 @@ class SlackRotatingToken(_HTTPTokenHook):
     def identifier(self) -> str | None:
         """The workspace id given as ``team`` (``None`` if not given)."""
         return self.team
+
+    @property
+    def store(self) -> TokenStore | None:
+        """Where the refresh token is kept (``None``: in this object only)."""
+        return self._store
 
     @property
     def generation(self) -> int:

@@ -93,6 +93,21 @@ def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any
 # dict_tracebacks (show_locals, on by default) and pytest --showlocals print the repr of each
 # local of each frame. The exception's own text, history and classification say what happened.
 _EXPECTED = (RetryPolicyError, httpx.HTTPError)
+def _check_rotation(hooks: Mapping[str, object], store: TokenStore | None) -> None:
+    """A hook that rotates a single-use refresh token (``SlackRotatingToken``) must keep it where
+    the transport shares the access token: with the store shared and the refresh token in each
+    process's hook, the first process to renew uses up the refresh token the others hold, and
+    their next renewal fails for good (``invalid_refresh_token``: a reinstall)."""
+    for platform, hook in hooks.items():
+        if store is not None and getattr(hook, "rotates", False) is True and getattr(hook, "store", None) is None:
+            raise ConfigurationError(
+                f"token[{platform!r}]: {type(hook).__name__} keeps a single-use refresh token; the transport "
+                f"shares its access token through token_store={type(store).__name__}, so give the hook that "
+                f"store too ({type(hook).__name__}(..., store=...)), or every other process would renew with "
+                "a refresh token already used up"
+            )
+
+
 _HOOK = "a token hook (a callable returning a str or a retrypolicy.Token)"
 _DEFAULT_BUDGET = RetryBudget()
 
@@ -130,6 +145,7 @@ def _build_core(
     policies = _policies(policy)
     store = check_store(token_store)
     hooks = _hooks(token, policies)
+    _check_rotation(hooks, store)
     guard = StoreGuard(store, logger=log) if store is not None else None
     names = store_keys(store, _platforms(policies), hooks)
     managers = {

@@ -314,3 +314,23 @@ def test_no_secret_in_events_exceptions_or_reprs(mode: str) -> None:
 
 def fake_tokens(fake: FakeSlack) -> list[str]:
     return list(fake._tokens)
+
+
+@pytest.mark.parametrize("kind", [retrypolicy.RetryTransport, retrypolicy.AsyncRetryTransport])
+def test_a_shared_access_token_needs_the_refresh_token_shared_too(kind: Any) -> None:
+    """token_store= shares the access token between processes; a rotating hook without that store
+    would keep the single-use refresh token in each process, and the first renewal would use up
+    the others': refused at construction, naming the fix. Without a store anywhere, or with the
+    hook given one, the transport is built."""
+    fake = FakeSlack()
+    store = retrypolicy.MemoryTokenStore()
+    with pytest.raises(retrypolicy.ConfigurationError) as info:
+        kind("slack", token=make_hook(fake), token_store=store)
+    assert str(info.value).startswith(
+        "token['slack']: SlackRotatingToken keeps a single-use refresh token; the transport shares its "
+        "access token through token_store=MemoryTokenStore, so give the hook that store too"
+    )
+    assert CLIENT_SECRET not in str(info.value) and fake.refresh_token not in str(info.value)
+    kind("slack", token=make_hook(fake, store=store), token_store=store)
+    kind("slack", token=make_hook(fake))
+    kind("slack", token={"slack": make_hook(fake, store=store)}, token_store=store)
