@@ -31,10 +31,10 @@ import anyio.to_thread
 import httpx
 
 from ._errors import ConfigurationError
+from ._hookbase import HookError, _check_secret, _HTTPTokenHook, _positive
 from ._redact import redact_url
 from ._store import StoredToken, TokenStore, check_store, store_key
 from ._token import Token
-from .hooks import HookError, _check_secret, _HTTPTokenHook, _positive
 
 __all__ = ["SlackRotatingToken"]
 

@@ -1,7 +1,7 @@
 """Token hooks of the enterprise chat platforms: WeCom, Feishu/Lark and DingTalk.
 
-Import them from :mod:`retrypolicy.hooks` (this module builds on its ``_HTTPTokenHook``, and
-``retrypolicy.hooks`` re-exports these names). They behave like the other HTTP hooks there: one
+Import them from :mod:`retrypolicy.hooks`, which re-exports these names (this module builds on
+``_hookbase._HTTPTokenHook``). They behave like the other HTTP hooks there: one
 token endpoint call per ``hook()`` / ``await hook.acall()``, errors of the token endpoint
 classified by the platform's own table and raised as :class:`~retrypolicy.hooks.HookError`,
 secrets never in a repr, message or log record.
@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 import httpx
 
 from ._errors import ConfigurationError
+from ._hookbase import _check_secret, _HTTPTokenHook, _redact_httpx_logs, _token_field
 from ._load import load_policy
 from ._redact import redact_url
 from ._token import Token
-from .hooks import _check_secret, _HTTPTokenHook, _redact_httpx_logs, _token_field
 
 __all__ = ["DingTalkTokenHook", "FeishuTenantToken", "WeComTokenHook"]
 

@@ -631,6 +631,27 @@ def test_public_api() -> None:
     assert set(expected) <= set(namespace)
 
 
+def test_every_module_can_be_imported_first() -> None:
+    """Each module of the package, imported first in a fresh interpreter, imports: no cycle that
+    only a lucky import order hides (``retrypolicy._chat_hooks`` used to need ``retrypolicy.hooks``
+    imported before it)."""
+    import pkgutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    modules = pkgutil.walk_packages(retrypolicy.__path__, "retrypolicy.")
+    names = sorted(m.name for m in modules if m.name != "retrypolicy.__main__")  # that one runs the CLI
+    assert {"retrypolicy._chat_hooks", "retrypolicy._enterprise_hooks", "retrypolicy.hooks"} <= set(names)
+    script = "import sys, importlib; [importlib.import_module(n) for n in sys.argv[1:]]"
+    failed = {}
+    for name in names:
+        command = [sys.executable, "-c", script, name]
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            failed[name] = done.stderr.strip().splitlines()[-1]
+    assert failed == {}
+
+
 # -- the regex proof of success (Policy._success_scan) ----------------------------------------
 
 SCAN_CASES = [
