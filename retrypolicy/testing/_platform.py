@@ -19,19 +19,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias, TypedDict, Unp
 import httpx
 
 from .._token import Token
-from ._faults import (
-    _FAULT_TYPES,
-    Busy,
-    Dropped,
-    ErrorCode,
-    Fatal,
-    Fault,
-    GatewayError,
-    RateLimited,
-    Slow,
-    TokenExpired,
-    UserAction,
-)
+from . import _faults
 from ._servers import _handler_class, _Server
 
 # -- the shared machinery ----------------------------------------------------------------------
@@ -151,14 +139,14 @@ class FakePlatform:
         self._lifetime = _check_lifetime(token_lifetime)
         self._tokens: dict[str, _Issued] = {}
         self._latest: str | None = None
-        self._script: deque[Fault] = deque()
+        self._script: deque[_faults.Fault] = deque()
         self._rate = 0.0
-        self._rate_faults: tuple[Fault, ...] = ()
+        self._rate_faults: tuple[_faults.Fault, ...] = ()
         self._rng = random.Random(0)
         self._requests = 0
         self._token_requests = 0
         self._sent: list[dict[str, Any]] = []
-        self._injected: list[Fault] = []
+        self._injected: list[_faults.Fault] = []
         self._serial = 0
         self._expiries = 0
 
@@ -192,7 +180,7 @@ class FakePlatform:
             return self._expiries
 
     @property
-    def injected(self) -> list[Fault]:
+    def injected(self) -> list[_faults.Fault]:
         """A copy of the faults applied so far, in order (scripted and random)."""
         with self._lock:
             return list(self._injected)
@@ -207,28 +195,30 @@ class FakePlatform:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def script(self, *faults: Fault) -> None:
+    def script(self, *faults: _faults.Fault) -> None:
         """Queue faults for the next API (non-token) requests, one each, in order."""
         for fault in faults:
-            if not isinstance(fault, _FAULT_TYPES):
+            if not isinstance(fault, _faults._FAULT_TYPES):
                 raise TypeError(f"not a fault: {fault!r}")
         with self._lock:
             self._script.extend(faults)
 
-    def fault_rate(self, rate: float, faults: Sequence[Fault] | None = None, *, seed: int | None = None) -> None:
+    def fault_rate(
+        self, rate: float, faults: Sequence[_faults.Fault] | None = None, *, seed: int | None = None
+    ) -> None:
         """Apply a random fault of ``faults`` (default ``[Busy()]``) to ``rate`` of API requests.
 
         Deterministic for a given ``seed``: the n-th API request not taken by :meth:`script` gets
         the same fault every run (and in any thread interleaving the count is the same).
         ``fault_rate(0)`` turns it off.
         """
-        chosen = tuple(faults) if faults is not None else (Busy(),)
+        chosen = tuple(faults) if faults is not None else (_faults.Busy(),)
         if not (isinstance(rate, (int, float)) and 0 <= rate <= 1):
             raise ValueError(f"rate must be a number from 0 to 1, got {rate!r}")
         if rate > 0 and not chosen:
             raise ValueError("faults must not be empty")
         for fault in chosen:
-            if not isinstance(fault, _FAULT_TYPES):
+            if not isinstance(fault, _faults._FAULT_TYPES):
                 raise TypeError(f"not a fault: {fault!r}")
         with self._lock:
             self._rate = float(rate)
@@ -241,7 +231,7 @@ class FakePlatform:
             self._script.clear()
             self._rate = 0.0
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self) -> _faults.Fault | None:
         if self._script:
             return self._script.popleft()
         if self._rate > 0 and self._rng.random() < self._rate:
@@ -360,33 +350,33 @@ class FakePlatform:
             fault = self._next_fault()
             if fault is not None:
                 self._injected.append(fault)
-            if isinstance(fault, TokenExpired):
+            if isinstance(fault, _faults.TokenExpired):
                 self._expire_for(request)
-            elif fault is not None and not isinstance(fault, (Slow, Dropped)):
+            elif fault is not None and not isinstance(fault, (_faults.Slow, _faults.Dropped)):
                 return self._fault_response(fault)
-            if not isinstance(fault, Slow):
+            if not isinstance(fault, _faults.Slow):
                 response = self._handle_api(request)
-                return None if isinstance(fault, Dropped) else response
+                return None if isinstance(fault, _faults.Dropped) else response
         time.sleep(fault.seconds)  # outside the lock: other requests go on meanwhile
         with self._lock:
             return self._handle_api(request)
 
-    def _fault_response(self, fault: Fault) -> httpx.Response:
-        if isinstance(fault, GatewayError):
+    def _fault_response(self, fault: _faults.Fault) -> httpx.Response:
+        if isinstance(fault, _faults.GatewayError):
             title = f"{fault.status} {HTTPStatus(fault.status).phrase}"
             html = f"<html><body><h1>{title}</h1></body></html>"
             return httpx.Response(fault.status, content=html.encode(), headers={"content-type": "text/html"})
-        if isinstance(fault, ErrorCode):
+        if isinstance(fault, _faults.ErrorCode):
             message = fault.message or f"error {fault.code} injected by retrypolicy.testing"
             return self._error(fault.code, fault.status, message, subcode=fault.subcode)
-        if isinstance(fault, Busy):
+        if isinstance(fault, _faults.Busy):
             return self._spec_error("busy")
-        if isinstance(fault, RateLimited):
+        if isinstance(fault, _faults.RateLimited):
             headers = None if fault.retry_after is None else {"Retry-After": _header_number(fault.retry_after)}
             return self._spec_error("rate_limited", headers=headers)
-        if isinstance(fault, UserAction):
+        if isinstance(fault, _faults.UserAction):
             return self._spec_error("user_action", fault.code)
-        if isinstance(fault, Fatal):
+        if isinstance(fault, _faults.Fatal):
             return self._spec_error("fatal", fault.code)
         raise AssertionError(f"unexpected fault {fault!r}")  # pragma: no cover
 
