@@ -139,6 +139,8 @@ def _telemetry() -> Any:
     from retrypolicy.otel import Telemetry  # noqa: PLC0415 - only with --otel: needs opentelemetry-api
 
     return Telemetry()
+
+
 REQUEST_BODY = {"touser": "oABC123", "msgtype": "text", "text": {"content": "hello"}}
 REQUEST_BYTES = b'{"touser":"oABC123","msgtype":"text","text":{"content":"hello"}}'
 PHOTO = bytes(range(256)) * 40  # a 10 KB "image/jpeg"
