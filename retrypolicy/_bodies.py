@@ -133,8 +133,8 @@ def read_small(response: httpx.Response, limit: int, plan: int) -> bytes | None:
     response's own read (its decoder, chunker and request contexts run again when the client
     reads the stream handed back). A body without a Content-Length is read up to ``limit`` bytes
     (``max_body_bytes``); if it is longer, what was read goes back in front of the rest of the
-    stream and it is left unread (``None``: not read). Returns the body, decoded; the flow keeps it in ``_content``
-    (see :func:`keep`) until :func:`hand_back`."""
+    stream and it is left unread (``None``: not read). Returns the body, decoded; the flow keeps
+    it in ``_content`` (see :func:`keep`) until :func:`hand_back`."""
     stream = response.stream
     assert isinstance(stream, httpx.SyncByteStream)
     if plan & BOUNDED:
@@ -265,12 +265,12 @@ def readable(response: httpx.Response, max_bytes: int) -> int:
             ctype = value.lower()
         elif name == b"content-encoding" and value.strip().lower() not in _IDENTITY:
             encoded = ENCODED
-    text = ctype is None or b"json" in ctype or ctype.startswith(b"text/")
+    declared = ctype is not None and (b"json" in ctype or ctype.startswith(b"text/"))
     if length is None:
-        return BOUNDED | encoded if ctype is not None and text and not hasattr(response, _TOO_LONG) else 0
+        return BOUNDED | encoded if declared and not hasattr(response, _TOO_LONG) else 0
     if not length.isdigit() or int(length) > max_bytes:  # bytes.isdigit(): ASCII digits only
         return 0
-    return LENGTH | encoded if text else 0
+    return LENGTH | encoded if not ctype or declared else 0  # a body of known length, untyped: read too
 
 
 _IDENTITY = (b"", b"identity")

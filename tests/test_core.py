@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 import retrypolicy
 from retrypolicy import AttemptRecord, Category, Classification, RetriesExhausted, UserActionRequired
-from retrypolicy._bodies import LENGTH
+from retrypolicy._bodies import BOUNDED, ENCODED, LENGTH, readable
 from retrypolicy._core import Close, FetchToken, First, Read, RenewToken, RetryCore, Sleep
 from retrypolicy._decide import Decision, Limits, RetryState, decide
 from retrypolicy._token import TokenManager
@@ -180,3 +180,30 @@ def test_decide_is_pure_and_the_state_is_immutable() -> None:
     assert (state.attempt, state.history) == (1, ())
     assert after.attempt == 2 and after.history == (AttemptRecord(1, 1, Category.RETRYABLE, "retry", 0.3, "1"),)
     assert Decision("retry", 0.3) == first
+
+
+READABLE: list[tuple[Any, int]] = [
+    # (headers, what readable() says): small JSON or text is read, a download is not
+    ({"Content-Type": "application/json", "Content-Length": "27"}, LENGTH),
+    ({"content-type": "text/plain; charset=gbk", "content-length": "27"}, LENGTH),
+    ({"Content-Length": "27"}, LENGTH),  # untyped, of known length: read
+    ({"Content-Type": "", "Content-Length": "27"}, LENGTH),  # an empty type is no type
+    ({"Content-Type": "image/jpeg", "Content-Length": "27"}, 0),
+    ({"Content-Type": "application/json", "Content-Length": "65537"}, 0),  # past max_body_bytes
+    ([(b"Content-Type", b"application/json"), (b"Content-Length", "\uff12\uff17".encode())], 0),  # not ASCII digits
+    ({"Content-Type": "application/json", "Content-Length": "27x"}, 0),
+    ({"Content-Type": "application/json", "Content-Length": "-1"}, 0),
+    ({"Content-Type": "application/json"}, BOUNDED),  # chunked: read up to max_body_bytes
+    ({"Content-Type": "text/html"}, BOUNDED),
+    ({"Content-Type": ""}, 0),  # no length and no declared type: a stream
+    ({}, 0),
+    ({"Content-Type": "application/json", "Content-Length": "27", "Content-Encoding": "gzip"}, LENGTH | ENCODED),
+    ({"Content-Type": "application/json", "Content-Encoding": "br"}, BOUNDED | ENCODED),
+    ({"Content-Type": "application/json", "Content-Length": "27", "Content-Encoding": "identity"}, LENGTH),
+]
+
+
+@pytest.mark.parametrize(("headers", "plan"), READABLE, ids=[repr(h) for h, _ in READABLE])
+def test_readable_says_which_bodies_to_read_and_how(headers: Any, plan: int) -> None:
+    response = httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"{}"))
+    assert readable(response, 65536) == plan
