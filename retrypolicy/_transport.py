@@ -93,6 +93,8 @@ def _hooks(token: object, policies: Policy | dict[str, Policy]) -> dict[str, Any
 # dict_tracebacks (show_locals, on by default) and pytest --showlocals print the repr of each
 # local of each frame. The exception's own text, history and classification say what happened.
 _EXPECTED = (RetryPolicyError, httpx.HTTPError)
+
+
 def _check_rotation(hooks: Mapping[str, object], store: TokenStore | None) -> None:
     """A hook that rotates a single-use refresh token (``SlackRotatingToken``) must keep it where
     the transport shares the access token: with the store shared and the refresh token in each
