@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,8 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     gzip: bool = False  # send the body gzip-encoded, with Content-Encoding
     chunked: bool = False  # send the body chunked (no Content-Length), in pieces of up to 4 KiB
+    stall: float = 0.0  # with a Content-Length: send half the body, wait this long, then the rest
+    cut: bool = False  # with a Content-Length: send half the body, then close the connection
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, charset: str = "", **headers: str) -> Reply:
@@ -118,6 +121,15 @@ def _handler_class(server: Server) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
+            if reply.stall or reply.cut:
+                half = len(payload) // 2
+                self.wfile.write(payload[:half])
+                self.wfile.flush()
+                if reply.cut:
+                    self.close_connection = True
+                    return
+                time.sleep(reply.stall)
+                payload = payload[half:]
             self.wfile.write(payload)
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve

@@ -494,3 +494,30 @@ def test_every_kind_of_body_takes_the_fast_path_and_a_failure_still_resends_only
     else:
         assert len(bodies) == 4 and flows == [False, True, True]
     assert hook.calls == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("how", ["stall", "cut"])
+def test_a_body_broken_off_while_read_for_its_code(runner: Runner, flows: list[bool], method: str, how: str) -> None:
+    """The transport reads a small body straight off the socket (not through the response's own
+    read): a read timeout halfway through, or a connection closed halfway through, is a failure
+    after sending, as it was through ``response.read()``. A POST may have been carried out, so it is
+    not resent; a GET is, and its next answer is handed back whole."""
+    body = b'{"errcode":0,"errmsg":"ok","pad":"' + b"x" * 2000 + b'"}'
+    json_type = {"Content-Type": "application/json"}
+    broken = Reply(200, body, json_type, stall=1.0 if how == "stall" else 0, cut=how == "cut")
+    timeout = httpx.Timeout(5.0, read=0.3)
+    retry = retrypolicy.RetrySettings(max_attempts=2, initial_delay=0.01)
+    with serve(script(broken, then=Reply(200, body, json_type))) as server:
+        c = runner.client(retry=retry)
+        url = f"{server.url}{SEND}"
+        if method == "POST":
+            with pytest.raises(ResendUnsafe) as info:
+                runner.request(c, "POST", url, json={"touser": "o1"}, timeout=timeout)
+            assert len(server.seen) == 1
+            expected = httpx.ReadTimeout if how == "stall" else httpx.RemoteProtocolError
+            assert type(info.value.__cause__) is expected
+        else:
+            response = runner.request(c, "GET", url, timeout=timeout)
+            assert response.content == body and len(server.seen) == 2
+    assert flows == [True]  # the fast path sent it; the flow took over the failure
