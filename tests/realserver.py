@@ -28,6 +28,7 @@ class Seen:
     target: str  # path and query, as sent
     headers: Mapping[str, str]  # lower-case names
     body: bytes
+    port: int = 0  # the client's port: one per connection
 
     @property
     def path(self) -> str:
@@ -104,7 +105,7 @@ def _handler_class(server: Server) -> type[BaseHTTPRequestHandler]:
         def _answer(self) -> None:
             body = _read_body(self)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            reply = server.record(Seen(self.command, self.path, headers, body))
+            reply = server.record(Seen(self.command, self.path, headers, body, self.client_address[1]))
             payload = gzip.compress(reply.body, mtime=0) if reply.gzip else reply.body
             self.send_response(reply.status)
             for key, value in reply.headers.items():

@@ -521,3 +521,19 @@ def test_a_body_broken_off_while_read_for_its_code(runner: Runner, flows: list[b
             response = runner.request(c, "GET", url, timeout=timeout)
             assert response.content == body and len(server.seen) == 2
     assert flows == [True]  # the fast path sent it; the flow took over the failure
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_bodies_read_for_their_code_leave_the_connection_to_be_reused(runner: Runner, chunked: bool) -> None:
+    """The transport reads a small body straight off the socket and closes that stream: the
+    connection goes back to the pool, and the next request reuses it (keep-alive), as with bare
+    httpx: 20 requests, one connection, on the fast path and through the flow alike."""
+    ok = Reply(200, b'{"errcode":0,"errmsg":"ok"}', {"Content-Type": "application/json"}, chunked=chunked)
+    busy = Reply(200, b'{"errcode":-1,"errmsg":"busy"}', {"Content-Type": "application/json"}, chunked=chunked)
+    retry = retrypolicy.RetrySettings(max_attempts=2, initial_delay=0.01)
+    with serve(script(*[ok] * 10, busy, then=ok)) as server:
+        c = runner.client(retry=retry)
+        for _ in range(20):
+            runner.request(c, "POST", f"{server.url}{SEND}?access_token=t0k3n-value", json={"touser": "o1"})
+    assert len(server.seen) == 21  # the 11th was resent after the busy answer
+    assert len({seen.port for seen in server.seen}) == 1
