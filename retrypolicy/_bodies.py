@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -258,7 +258,7 @@ def readable(response: httpx.Response, max_bytes: int) -> int:
     and then :func:`read_small` reads at most ``max_bytes`` of it. A download stays a stream."""
     length = ctype = None
     encoded = 0
-    for name, value in _lowered(response.headers):  # one pass (each Headers.get() walks every header)
+    for _, name, value in _triples(response.headers):  # one pass (each Headers.get() walks every header)
         if name == b"content-length":
             length = value
         elif name == b"content-type":
@@ -276,11 +276,11 @@ def readable(response: httpx.Response, max_bytes: int) -> int:
 _IDENTITY = (b"", b"identity")
 
 
-def _lowered(headers: httpx.Headers) -> Iterable[tuple[bytes, bytes]]:
-    """(lower-case name, value) of each header, as bytes: httpx keeps the lower-case names it
-    matches on beside the raw ones, so they are not lowered again (``Headers.raw`` builds a new
-    list and leaves them as sent)."""
+def _triples(headers: httpx.Headers) -> list[tuple[bytes, bytes, bytes]]:
+    """(raw name, lower-case name, value) of each header, as bytes: the list httpx keeps (its
+    lower-case names are the ones it matches on), without building a new one as ``Headers.raw``
+    does; built from ``Headers.raw`` should a later httpx keep them otherwise."""
     triples = getattr(headers, "_list", None)
     if isinstance(triples, list):
-        return [(name, value) for _, name, value in triples]
-    return [(name.lower(), value) for name, value in headers.raw]
+        return triples
+    return [(name, name.lower(), value) for name, value in headers.raw]

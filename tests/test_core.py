@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ from structlog.testing import capture_logs
 
 import retrypolicy
 from retrypolicy import AttemptRecord, Category, Classification, RetriesExhausted, UserActionRequired
-from retrypolicy._bodies import BOUNDED, ENCODED, LENGTH, readable
+from retrypolicy._bodies import BOUNDED, ENCODED, LENGTH, _triples, readable
 from retrypolicy._core import Close, FetchToken, First, Read, RenewToken, RetryCore, Sleep
 from retrypolicy._decide import Decision, Limits, RetryState, decide
 from retrypolicy._token import TokenManager
@@ -23,9 +24,7 @@ def core(*, hook: Any = None, **kwargs: Any) -> RetryCore:
     policy = retrypolicy.load_policy("wechat")
     managers = {"wechat": TokenManager(hook, timeout=5)} if hook is not None else {}
     kwargs.setdefault("retry", None)
-    return RetryCore(
-        policy, managers, max_renewals=1, raise_on=frozenset(Category), logger=None, budget=None, **kwargs
-    )
+    return RetryCore(policy, managers, max_renewals=1, raise_on=frozenset(Category), logger=None, budget=None, **kwargs)
 
 
 def wechat(code: int) -> httpx.Response:
@@ -145,17 +144,42 @@ CASES: list[tuple[str, Classification, RetryState, dict[str, Any], tuple[str, st
     ("unsafe resend", _c(Category.RETRYABLE), RetryState(), {"resend_safe": False}, ("give_up", "ResendUnsafe")),
     ("out of attempts", _c(Category.RETRYABLE), RetryState(attempt=3), {}, ("give_up", "RetriesExhausted")),
     ("past the deadline", _c(Category.RETRYABLE, min_delay=60), RetryState(), {}, ("give_up", "RetriesExhausted")),
-    ("wait hint past the deadline", _c(Category.RETRYABLE), RetryState(), {"retry_after": 11.0},
-     ("give_up", "RetriesExhausted")),
+    (
+        "wait hint past the deadline",
+        _c(Category.RETRYABLE),
+        RetryState(),
+        {"retry_after": 11.0},
+        ("give_up", "RetriesExhausted"),
+    ),
     ("token renews", _c(Category.TOKEN_REFRESH), RetryState(), {}, ("renew", None)),
-    ("token without a hook", _c(Category.TOKEN_REFRESH), RetryState(), {"can_renew": False},
-     ("give_up", "TokenRefreshFailed")),
-    ("fresh token refused again", _c(Category.TOKEN_REFRESH), RetryState(renewals=1), {},
-     ("give_up", "TokenRefreshFailed")),
-    ("a token that worked, then expired", _c(Category.TOKEN_REFRESH), RetryState(renewals=1),
-     {"token_worked": True}, ("renew", None)),
-    ("unsafe resend still renews", _c(Category.TOKEN_REFRESH), RetryState(), {"resend_safe": False},
-     ("give_up", "ResendUnsafe")),
+    (
+        "token without a hook",
+        _c(Category.TOKEN_REFRESH),
+        RetryState(),
+        {"can_renew": False},
+        ("give_up", "TokenRefreshFailed"),
+    ),
+    (
+        "fresh token refused again",
+        _c(Category.TOKEN_REFRESH),
+        RetryState(renewals=1),
+        {},
+        ("give_up", "TokenRefreshFailed"),
+    ),
+    (
+        "a token that worked, then expired",
+        _c(Category.TOKEN_REFRESH),
+        RetryState(renewals=1),
+        {"token_worked": True},
+        ("renew", None),
+    ),
+    (
+        "unsafe resend still renews",
+        _c(Category.TOKEN_REFRESH),
+        RetryState(),
+        {"resend_safe": False},
+        ("give_up", "ResendUnsafe"),
+    ),
 ]
 
 
@@ -207,3 +231,16 @@ READABLE: list[tuple[Any, int]] = [
 def test_readable_says_which_bodies_to_read_and_how(headers: Any, plan: int) -> None:
     response = httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"{}"))
     assert readable(response, 65536) == plan
+
+
+def test_readable_reads_header_names_without_httpx_private_list() -> None:
+    """readable() walks the (raw, lower-case, value) list httpx keeps; without it (a later httpx)
+    the same triples are built from Headers.raw."""
+    raw = [(b"Content-Type", b"application/json"), (b"CONTENT-LENGTH", b"27")]
+    plain = types.SimpleNamespace(raw=raw)
+    built = _triples(plain)  # type: ignore[arg-type]
+    assert built == [
+        (b"Content-Type", b"content-type", b"application/json"),
+        (b"CONTENT-LENGTH", b"content-length", b"27"),
+    ]
+    assert _triples(httpx.Headers(raw)) == built
