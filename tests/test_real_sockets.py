@@ -258,16 +258,25 @@ def test_seekable_file_as_content_is_rewound_and_resent_whole(runner: Runner, tm
     assert [s.body for s in server.seen] == [IMAGE, IMAGE]
 
 
-def test_generator_body_meeting_an_expired_token_renews_for_the_next_request(runner: Runner) -> None:
-    hook = CountingHook()
+GENERATED = b'{"touser":"o1","msgtype":"text"}'
+
+
+def generated(mode: str) -> Any:
+    """A request body from a generator (an async one for an AsyncClient), in two chunks: GENERATED."""
 
     def chunks() -> Iterator[bytes]:
-        yield b'{"touser":"o1",'
-        yield b'"msgtype":"text"}'
+        yield GENERATED[:15]
+        yield GENERATED[15:]
 
     async def achunks() -> Any:
         for chunk in chunks():
             yield chunk
+
+    return chunks() if mode == "sync" else achunks()
+
+
+def test_generator_body_meeting_an_expired_token_renews_for_the_next_request(runner: Runner) -> None:
+    hook = CountingHook()
 
     def handler(seen: Seen) -> Reply:
         return EXPIRED if seen.query["access_token"] == ["tok1-secretvalue"] else OK
@@ -275,7 +284,7 @@ def test_generator_body_meeting_an_expired_token_renews_for_the_next_request(run
     with serve(handler) as server:
         c = runner.client(token=hook_for(runner.mode, hook))
         with pytest.raises(ResendUnsafe):
-            runner.request(c, "POST", f"{server.url}{SEND}", content=chunks() if runner.mode == "sync" else achunks())
+            runner.request(c, "POST", f"{server.url}{SEND}", content=generated(runner.mode))
         assert hook.calls == 2  # renewed although this request could not be resent
         response = runner.request(c, "POST", f"{server.url}{SEND}", json={"touser": "o1"})
     assert response.json()["errcode"] == 0
@@ -464,21 +473,13 @@ def test_every_kind_of_body_takes_the_fast_path_and_a_failure_still_resends_only
     path = tmp_path / "voice.amr"
     path.write_bytes(IMAGE)
 
-    def chunks() -> Iterator[bytes]:
-        yield b'{"touser":"o1",'
-        yield b'"msgtype":"text"}'
-
-    async def achunks() -> Any:
-        for chunk in chunks():
-            yield chunk
-
     with serve(script(OK, OK, BUSY, BUSY, BUSY, then=OK)) as server, path.open("rb") as fileobj:
         c = runner.client(token=hook_for(runner.mode, hook))
         url = f"{server.url}{SEND}"
         runner.request(c, "POST", url, json={"touser": "o1"})  # the token's first success: the flow
-        runner.request(c, "POST", url, content=chunks() if runner.mode == "sync" else achunks())  # OK
+        runner.request(c, "POST", url, content=generated(runner.mode))  # OK
         with pytest.raises(ResendUnsafe, match="cannot be sent again"):
-            runner.request(c, "POST", url, content=chunks() if runner.mode == "sync" else achunks())  # BUSY
+            runner.request(c, "POST", url, content=generated(runner.mode))  # BUSY
         files = {"media": ("photo.jpg", _upload_files("read-once", tmp_path), "image/jpeg")}
         with pytest.raises(ResendUnsafe, match="cannot be sent again"):
             runner.request(c, "POST", f"{server.url}/cgi-bin/media/upload?type=image", files=files)  # BUSY
@@ -486,7 +487,7 @@ def test_every_kind_of_body_takes_the_fast_path_and_a_failure_still_resends_only
             response = runner.request(c, "POST", f"{server.url}/cgi-bin/media/upload?type=voice", content=fileobj)
             assert response.json()["errcode"] == 0
     bodies = [s.body for s in server.seen]
-    assert bodies[1] == bodies[2] == b'{"touser":"o1","msgtype":"text"}'
+    assert bodies[1] == bodies[2] == GENERATED
     assert IMAGE in bodies[3]
     if runner.mode == "sync":
         assert bodies[4:] == [IMAGE, IMAGE]  # BUSY, then resent whole from where it started
