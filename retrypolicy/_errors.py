@@ -29,10 +29,15 @@ contain a credential: the URL is redacted and vendor text is scrubbed of known s
 Every exception pickles (Celery results, ``multiprocessing``, ``concurrent.futures``): it comes
 back with its type, message, classification, attempts, url, history and ``remaining``, without its
 ``response`` (``None``: it holds the request, token included) and without its ``__cause__``.
+
+:meth:`RequestFailed.requeue_after` tells a task queue (Celery, RQ, Dramatiq, a cron job) whether
+to run the request again later, and when: ``None`` where that would not help or could send it
+twice, else the seconds to wait.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -129,12 +134,38 @@ class RequestFailed(RetryPolicyError):
         # The response is left behind: it holds the request, whose URL or headers carry the token.
         return {**self.__dict__, "response": None}
 
-    def __repr__(self) -> str:
-        c = self.classification
-        return (
-            f"{type(self).__name__}(platform={c.platform!r}, code={c.code!r}, "
-            f"category={c.category.value!r}, attempts={self.attempts})"
-        )
+    def requeue_after(self, default: float = 60.0) -> float | None:
+        """Seconds after which a task queue may run this request again, or ``None`` when it should
+        not: a person must act (:class:`UserActionRequired`), the request is wrong
+        (:class:`RequestRejected`), or it may have been carried out already
+        (:class:`ResendUnsafe`: running it again could send it twice). A quota that resets by
+        itself (a code with a cooldown, such as WeChat's daily 45009) is the exception: the time
+        until it resets. Otherwise the time the platform or the transport asked for (a cooldown's
+        or an open circuit's ``remaining``, a ``Retry-After`` or ``retry_after`` hint), or
+        ``default`` when nothing was asked. In a Celery task: ``raise self.retry(exc=exc,
+        countdown=delay)``.
+        """
+        _check_default(default)
+        cooldown = self.classification.cooldown
+        return cooldown.duration(time.time()) if cooldown is not None else None
+
+
+def _check_default(default: object) -> float:
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not 0 <= default < float("inf"):
+        raise ConfigurationError(f"requeue_after(default=...) must be a finite number of seconds >= 0, got {default!r}")
+    return float(default)
+
+
+def _hinted(failure: RequestFailed, default: float) -> float:
+    """What the platform asked to wait (a wait until a time counts from now), else the code's
+    cooldown, else ``default``."""
+    default = _check_default(default)
+    c = failure.classification
+    now = time.time()
+    wait = c.wait_seconds(now)
+    if wait is None and c.cooldown is not None:
+        wait = c.cooldown.duration(now)
+    return wait if wait is not None else default
 
 
 class UserActionRequired(RequestFailed):
@@ -148,6 +179,9 @@ class RequestRejected(RequestFailed):
 class RetriesExhausted(RequestFailed):
     """A retryable failure persisted through every allowed attempt, or the deadline passed."""
 
+    def requeue_after(self, default: float = 60.0) -> float | None:
+        return _hinted(self, default)
+
 
 class ResendUnsafe(RequestFailed):
     """A retryable failure that was not resent because the request may already have been
@@ -155,15 +189,27 @@ class ResendUnsafe(RequestFailed):
     Mark the request idempotent (``extensions={"retrypolicy": {"idempotent": True}}``) to allow it.
     """
 
+    def requeue_after(self, default: float = 60.0) -> float | None:
+        _check_default(default)
+        return None  # it may have been carried out: running it again could send it twice
+
 
 class TokenRefreshFailed(RequestFailed):
     """The token hook raised, timed out or returned nothing, or a fresh token was refused."""
+
+    def requeue_after(self, default: float = 60.0) -> float | None:
+        # the token endpoint was down or slow: later may work; a wrong secret or an IP not on the
+        # whitelist (fatal, user-action) will not fix itself
+        return _hinted(self, default) if self.classification.category == "retryable" else super().requeue_after(default)
 
 
 class RetryBudgetExhausted(RequestFailed):
     """A retryable failure given up at once: the transport's retry budget for this platform is
     empty (many recent retries, few successes), so retrying would add load to a struggling platform.
     """
+
+    def requeue_after(self, default: float = 60.0) -> float | None:
+        return _hinted(self, default)
 
 
 class CooldownActive(RequestFailed):
@@ -176,6 +222,10 @@ class CooldownActive(RequestFailed):
         super().__init__(message, **kwargs)
         self.remaining = remaining
 
+    def requeue_after(self, default: float = 60.0) -> float | None:
+        _check_default(default)
+        return self.remaining
+
 
 class CircuitOpen(RequestFailed):
     """The request was not sent: the circuit breaker of its platform (or host) is open, because
@@ -187,3 +237,7 @@ class CircuitOpen(RequestFailed):
     def __init__(self, message: str, *, remaining: float, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.remaining = remaining
+
+    def requeue_after(self, default: float = 60.0) -> float | None:
+        _check_default(default)
+        return max(self.remaining, 1.0)  # probes out (0 left): try again in a moment
