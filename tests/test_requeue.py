@@ -25,7 +25,6 @@ def classified(category: Category, **kwargs: Any) -> Classification:
 
 RETRYABLE = classified(Category.RETRYABLE)
 HINTED = classified(Category.RETRYABLE, wait_hint=7.5)
-UNTIL = classified(Category.RETRYABLE, wait_until=time.time() + 30)
 QUOTA = classified(Category.USER_ACTION, cooldown=Cooldown("app", seconds=3600))
 RATE = classified(Category.RETRYABLE, cooldown=Cooldown("app", seconds=20))
 FATAL = classified(Category.FATAL)
@@ -60,7 +59,8 @@ def test_requeue_after_by_kind(
 
 
 def test_requeue_after_counts_a_wait_until_a_time_from_now_and_takes_its_default() -> None:
-    exc = retrypolicy.RetriesExhausted("failed", classification=UNTIL, attempts=3)
+    until = classified(Category.RETRYABLE, wait_until=time.time() + 30)  # a Unix time: made now, not at import
+    exc = retrypolicy.RetriesExhausted("failed", classification=until, attempts=3)
     assert 28 < (exc.requeue_after() or 0) <= 30
     plain = retrypolicy.RetriesExhausted("failed", classification=RETRYABLE, attempts=3)
     assert plain.requeue_after(default=5) == 5.0
