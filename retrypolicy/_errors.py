@@ -149,6 +149,13 @@ class RequestFailed(RetryPolicyError):
         cooldown = self.classification.cooldown
         return cooldown.duration(time.time()) if cooldown is not None else None
 
+    def __repr__(self) -> str:
+        c = self.classification
+        return (
+            f"{type(self).__name__}(platform={c.platform!r}, code={c.code!r}, "
+            f"category={c.category.value!r}, attempts={self.attempts})"
+        )
+
 
 def _check_default(default: object) -> float:
     if isinstance(default, bool) or not isinstance(default, (int, float)) or not 0 <= default < float("inf"):
