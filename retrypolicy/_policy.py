@@ -572,7 +572,8 @@ class Policy:
     _range_starts: list[int] = field(init=False, repr=False, compare=False)
     _ranges: list[Rule] = field(init=False, repr=False, compare=False)
     _markers: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
-    _success_scan: _SuccessScan | None = field(init=False, repr=False, compare=False)
+    _success_scan: _SuccessScan | None = field(init=False, repr=False, compare=False)  # the fast path's
+    _proof: _SuccessScan | None = field(init=False, repr=False, compare=False)  # the same, for unparseable bodies
     _string_codes: bool = field(init=False, repr=False, compare=False)
     _string_subcodes: bool = field(init=False, repr=False, compare=False)
 
@@ -599,6 +600,7 @@ class Policy:
         object.__setattr__(self, "_markers", self.extract.markers())
         # success bodies are proved so by one regex search, not decoded (see _SuccessScan)
         object.__setattr__(self, "_success_scan", _SuccessScan.build(self.extract, self.success_codes))
+        object.__setattr__(self, "_proof", self._success_scan)
         # a code in a body that is not a number is read as a string only where the table has such codes
         strings = any(isinstance(c, str) for c in self.success_codes)
         object.__setattr__(self, "_string_codes", strings or any(isinstance(r.code, str) for r in self.rules))
@@ -801,7 +803,7 @@ class Policy:
                 text = content.decode("utf-8")
             body = _decode(text[1:] if text.startswith("\ufeff") else text)
         except (ValueError, RecursionError) as exc:  # bad JSON or bytes, absurd nesting
-            return self._unreadable(status_code, exc, charset, headers)
+            return self._unreadable(status_code, exc, charset, headers, content)
         return body if isinstance(body, dict) else None
 
     def _header_request_id(self, headers: Mapping[str, str]) -> str | None:
@@ -907,13 +909,22 @@ class Policy:
         )
 
     def _unreadable(
-        self, status_code: int, exc: BaseException, charset: str | None, headers: Mapping[str, str] | None = None
+        self,
+        status_code: int,
+        exc: BaseException,
+        charset: str | None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes = b"",
     ) -> Classification | None:
         """A body meant to be read for a code (it names a code key, or its charset hides them)
         that cannot be decoded or parsed. From 400 up its status decides (``None`` here); below,
-        it is never taken for a success: retryable but ambiguous, since the request may have been
-        carried out, so only an idempotent request is resent."""
-        if status_code >= 400:
+        it is not taken for a success: retryable but ambiguous, since the request may have been
+        carried out, so only an idempotent request is resent. Unless the regex proof of success
+        holds (:class:`_SuccessScan`): every code key in it visibly holds a success code, it ends
+        in ``}`` (not cut off), and a strict parser refused it for bytes around that (a success
+        object followed by junk, a trailing comma). The fast path takes such a body for a
+        success without decoding it, and a decode must not say otherwise."""
+        if status_code >= 400 or (self._proof is not None and self._proof.proves_success(content)):
             return None
         what = "decoded" if isinstance(exc, UnicodeError) else "parsed"
         return Classification(

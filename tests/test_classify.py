@@ -375,6 +375,36 @@ def test_unreadable_body_naming_a_code_is_never_a_success(
     assert "could not be" in c.description
 
 
+MALFORMED: list[tuple[str, bytes, bool]] = [
+    # (table, a body a strict JSON parser refuses, taken for a success)
+    ("whatsapp_onprem", b'"errors"}', True),  # no code in it at all (found by the success-scan property)
+    ("wechat", b'{"errcode":0}}', True),  # a success object, then a stray brace
+    ("wechat", b'{"errcode":0,"errmsg":"ok",}', True),  # a trailing comma
+    ("wechat", b'{"errcode":0}{}', True),
+    ("wechat", b'{"errcode":40001}}', False),  # a failure code stays a failure: unreadable, retryable
+    ("wechat", b'{"errcode":0,"errmsg":"ok"', False),  # cut off: not proved, never a success
+    ("tencent_im", b'{"ActionStatus":"FAIL","ErrorCode":70001}}', False),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "success"), MALFORMED, ids=[repr(c) for _, c, _ in MALFORMED])
+def test_a_malformed_body_gets_the_same_verdict_with_and_without_the_regex_proof(
+    name: str, content: bytes, success: bool
+) -> None:
+    """The fast path proves a success by a regex and never decodes it; a strict decode of the same
+    body must not say otherwise (Policy._unreadable asks the same proof): a body whose code keys
+    all visibly hold success codes and which ends in ``}`` is a success even if a parser refuses
+    the bytes around them; any other unparseable body naming a code key is retryable-ambiguous."""
+    fast = retrypolicy.load_policy(name)
+    slow = dataclasses.replace(fast)
+    object.__setattr__(slow, "_success_scan", None)  # always decode
+    verdicts = [p.classify(httpx.Response(200, content=content)) for p in (fast, slow)]
+    assert verdicts[0] == verdicts[1]
+    assert (verdicts[0] is None) is success
+    if not success:
+        assert verdicts[0] is not None and verdicts[0].ambiguous and verdicts[0].category is Category.RETRYABLE
+
+
 @pytest.mark.parametrize(
     ("content", "ctype"),
     [
